@@ -1,0 +1,41 @@
+"""DCGAN (Radford, Metz & Chintala 2016) at 32x32.
+
+  configs/dcgan.py                 MNIST padded to 32x32 (default)
+  configs/dcgan.py:fashion_mnist   Fashion-MNIST padded to 32x32
+  configs/dcgan.py:cifar10         CIFAR-10, for users who have it prepared in TFDS (--config.data.data_dir=...)
+  configs/dcgan.py:smoke           a tiny network for a few steps, for tests
+
+The paper's hyperparameters: Adam 2e-4, beta1 0.5, batch 128, z of 100 from N(0, 1), N(0, 0.02) weights, the
+non-saturating loss; networks 512-256-128 (`width` 128 next to the image).
+"""
+
+from gan_jax.config import base_config
+
+
+def get_config(arg: str = "mnist"):
+    variant = arg or "mnist"
+    if variant not in ("mnist", "fashion_mnist", "cifar10", "smoke"):
+        raise ValueError(f"unknown variant {arg!r}: use mnist, fashion_mnist, cifar10 or smoke")
+    c = base_config()
+    c.data.name = "mnist" if variant == "smoke" else variant
+    c.data.split = "train+validation" if c.data.name == "mnist" else "train"
+    c.data.resolution = 32
+    c.data.resize = "pad"
+    c.data.channels = 3 if variant == "cifar10" else 1
+    c.model.name = "dcgan"
+    c.model.z_dim = 100
+    c.model.g_width = 128
+    c.model.d_width = 128
+    c.loss = "non_saturating"
+    c.batch_size = 128
+    c.num_train_steps = 1_000
+    c.log_every, c.sample_every, c.checkpoint_every = 50, 250, 250
+    if variant == "cifar10":
+        c.num_train_steps = 100_000
+        c.log_every, c.sample_every, c.checkpoint_every = 200, 5_000, 5_000
+    if variant == "smoke":
+        c.model.g_width = 8
+        c.model.d_width = 8
+        c.batch_size = 16
+        c.num_train_steps, c.log_every, c.sample_every, c.checkpoint_every = 6, 2, 3, 3
+    return c

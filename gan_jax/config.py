@@ -1,0 +1,128 @@
+"""The configuration schema shared by every model, and its validation.
+
+Every config file under `configs/` starts from `base_config()` and overrides fields, so the set of keys is the same
+for all models and an unknown key on the command line is rejected by ml_collections before anything runs. Checks that
+a type system cannot express (ranges, divisibility, known names) live in `validate`, which names the offending field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+LOSSES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+Z_DISTRIBUTIONS = ("normal", "uniform")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value that cannot work; the message names the field."""
+
+
+def _optimizer(lr: float) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {"name": "adam", "lr": lr, "b1": 0.5, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0}
+    )
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults for every field; model configs override what their paper specifies."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 1000
+    c.batch_size = 64  # global batch, split over all devices
+    c.n_critic = 1  # discriminator steps per generator step; each sees its own real batch
+
+    c.data = ml_collections.ConfigDict(
+        {
+            "name": "mnist",
+            "split": "train",
+            "resolution": 0,  # 0 keeps the native size
+            "channels": 0,  # 0 keeps the native channel count
+            "resize": "pad",  # "pad" (MNIST 28 -> 32 as in the DCGAN papers) or "resize"
+            "data_dir": ml_collections.FieldReference(None, field_type=str),
+            "path": "",  # for the "folder" dataset
+            "num_examples": 0,  # size of the fixed training set for the 2-D mixtures; 0 = all
+            "std": ml_collections.FieldReference(None, field_type=float),  # 2-D mixtures; None = protocol default
+            "prefetch": 2,
+        }
+    )
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "dcgan"
+    c.model.z_dim = 100
+    c.model.z_dist = "normal"
+    # Model-specific fields are added by each config (they are the keyword arguments of the model's build function).
+
+    c.loss = "non_saturating"
+    c.gp_weight = 0.0  # WGAN-GP penalty weight (Gulrajani et al.: 10)
+    c.r1_gamma = 0.0  # R1 penalty gamma (Mescheder et al.)
+    c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
+    c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
+
+    c.log_every = 50
+    c.sample_every = 500
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    c.num_grid_samples = 64
+    c.eval_batches = 8  # real batches used by --mode=eval for the losses
+
+    c.debug = ml_collections.ConfigDict({"inject_nan_at_step": -1})  # tests only: NaN loss at that step
+    return c
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+    """Raises ConfigError naming the first field whose value cannot work."""
+
+    def need(cond: bool, field: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"config.{field}={config_get(config, field)!r}: {msg}")
+
+    need(isinstance(config.seed, int), "seed", "must be an integer")
+    need(config.num_train_steps >= 0, "num_train_steps", "must be >= 0")
+    need(config.batch_size > 0, "batch_size", "must be positive")
+    need(
+        config.batch_size % num_devices == 0,
+        "batch_size",
+        f"must be divisible by the number of devices ({num_devices}) for data parallelism",
+    )
+    need(config.n_critic >= 1, "n_critic", "must be >= 1")
+    need(config.loss in LOSSES, "loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
+    need(config.gp_weight >= 0, "gp_weight", "must be >= 0")
+    need(config.r1_gamma >= 0, "r1_gamma", "must be >= 0")
+    need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
+    need(config.model.z_dim > 0, "model.z_dim", "must be positive")
+    need(config.model.z_dist in Z_DISTRIBUTIONS, "model.z_dist", f"choose one of {', '.join(Z_DISTRIBUTIONS)}")
+    for player in ("g", "d"):
+        opt = config.optim[player]
+        need(opt.name in OPTIMIZERS, f"optim.{player}.name", f"choose one of {', '.join(OPTIMIZERS)}")
+        need(opt.lr > 0, f"optim.{player}.lr", "must be positive")
+        need(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optim.{player}.b1", "b1 and b2 must be in [0, 1)")
+    for field in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_grid_samples"):
+        need(config[field] > 0, field, "must be positive")
+    need(config.eval_batches > 0, "eval_batches", "must be positive")
+    need(config.data.resize in ("pad", "resize"), "data.resize", "choose 'pad' or 'resize'")
+    need(config.data.channels in (0, 1, 3), "data.channels", "must be 0 (native), 1 or 3")
+    need(config.data.resolution >= 0, "data.resolution", "must be >= 0")
+
+
+def config_get(config: ml_collections.ConfigDict, dotted: str):
+    """The value at a dotted path, for error messages."""
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:arg]` the way `--config=` does, for tests, benchmarks and notebooks."""
+    import importlib.util
+    import os
+
+    path, _, arg = spec.partition(":")
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_gan_jax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()

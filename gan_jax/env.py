@@ -1,0 +1,32 @@
+"""Process-level settings that must be made before JAX initializes its backends."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# XLA:CPU runs convolutions faster without YNNPACK fusing each one individually (measured in benchmarks/).
+CPU_XLA_FLAGS = ""
+
+
+def configure_xla() -> None:
+    """Adds gan_jax's CPU XLA flags unless the user set XLA_FLAGS, or JAX_PLATFORMS names only accelerators."""
+    if "XLA_FLAGS" in os.environ or not CPU_XLA_FLAGS:
+        return
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and "cpu" not in platforms:
+        return
+    os.environ["XLA_FLAGS"] = CPU_XLA_FLAGS
+
+
+class _DropLibraryChatter(logging.Filter):
+    """Drops INFO records from Orbax (dozens of lines per save) so the console shows training progress."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropLibraryChatter) for f in absl_logger.filters):
+        absl_logger.addFilter(_DropLibraryChatter())

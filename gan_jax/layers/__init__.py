@@ -1,0 +1,23 @@
+"""Neural-network layers shared by gan_jax's models."""
+
+from gan_jax.layers.conv import (
+    Conv2D,
+    ConvTranspose2D,
+    conv2d,
+    conv_impl,
+    conv_transpose2d,
+    get_conv_impl,
+    resolve_conv_impl,
+    set_conv_impl,
+)
+
+__all__ = [
+    "Conv2D",
+    "ConvTranspose2D",
+    "conv2d",
+    "conv_impl",
+    "conv_transpose2d",
+    "get_conv_impl",
+    "resolve_conv_impl",
+    "set_conv_impl",
+]

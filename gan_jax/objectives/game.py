@@ -1,0 +1,119 @@
+"""A game: the networks of a GAN family, the players that own them, and each player's loss.
+
+The trainer knows only this interface, so a family with other networks (CycleGAN's two generators and two
+discriminators, a conditional GAN's label input) is a new game, not a new training loop. `UnconditionalGAN` covers
+Goodfellow's GAN and DCGAN: a generator from latents, a discriminator on examples, any loss of `losses.LOSSES`, and
+the WGAN-GP and R1 penalties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gan_jax.objectives.losses import AdversarialLoss
+from gan_jax.objectives.regularizers import gradient_penalty, r1_penalty
+
+Array = jax.Array
+PyTree = Any
+LossOut = tuple[Array, tuple[dict[str, PyTree], dict[str, Array]]]
+
+
+def apply_network(
+    net: nn.Module, params: PyTree, state: PyTree, *args: Array, train: bool, rng: Array | None = None
+) -> tuple[Array, PyTree]:
+    """Runs `net`, returning (output, updated non-parameter state such as batch statistics)."""
+    rngs = {"dropout": rng} if rng is not None else None
+    variables = {"params": params, **state}
+    if train and state:
+        out, new_state = net.apply(variables, *args, train=True, mutable=list(state), rngs=rngs)
+        return out, dict(new_state)
+    return net.apply(variables, *args, train=train, rngs=rngs), state
+
+
+@dataclasses.dataclass(frozen=True)
+class UnconditionalGAN:
+    """G(z) against D(x), trained with an adversarial loss plus optional gradient penalties."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    loss: AdversarialLoss
+    z_dim: int
+    z_dist: str = "normal"
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+
+    # The networks by name, and the players in update order with the networks each one owns.
+    networks: tuple[str, ...] = ("generator", "discriminator")
+    players: tuple[tuple[str, tuple[str, ...]], ...] = (("d", ("discriminator",)), ("g", ("generator",)))
+    sampler: str = "generator"  # the network whose EMA is kept and sampled from
+
+    def sample_latents(self, rng: Array, n: int) -> Array:
+        if self.z_dist == "uniform":
+            return jax.random.uniform(rng, (n, self.z_dim), minval=-1.0, maxval=1.0)
+        return jax.random.normal(rng, (n, self.z_dim))
+
+    def init(self, rng: Array, example: Array) -> tuple[dict[str, PyTree], dict[str, PyTree]]:
+        """Parameters and non-parameter state of every network, from one example batch."""
+        g_rng, d_rng, z_rng = jax.random.split(rng, 3)
+        z = self.sample_latents(z_rng, example.shape[0])
+        g_vars = self.generator.init({"params": g_rng, "dropout": g_rng}, z, train=False)
+        d_vars = self.discriminator.init({"params": d_rng, "dropout": d_rng}, example, train=False)
+        split = lambda v: (v["params"], {k: x for k, x in v.items() if k != "params"})  # noqa: E731
+        (gp, gs), (dp, ds) = split(g_vars), split(d_vars)
+        return {"generator": gp, "discriminator": dp}, {"generator": gs, "discriminator": ds}
+
+    def generate(self, params: PyTree, state: PyTree, z: Array, train: bool = False) -> tuple[Array, PyTree]:
+        """Samples from the generator with its own parameters and state (live or EMA)."""
+        return apply_network(self.generator, params, state, z, train=train)
+
+    def player_loss(
+        self, player: str, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
+    ) -> LossOut:
+        return self.d_loss(params, state, batch, rng) if player == "d" else self.g_loss(params, state, batch, rng)
+
+    def d_loss(
+        self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
+    ) -> LossOut:
+        real = batch["x"]
+        z_rng, real_rng, fake_rng, pen_rng = jax.random.split(rng, 4)
+        z = self.sample_latents(z_rng, real.shape[0])
+        fake, g_state = apply_network(self.generator, params["generator"], state["generator"], z, train=True)
+        fake = jax.lax.stop_gradient(fake)
+        d_params, d_state = params["discriminator"], state["discriminator"]
+        real_logits, d_state = apply_network(self.discriminator, d_params, d_state, real, train=True, rng=real_rng)
+        fake_logits, d_state = apply_network(self.discriminator, d_params, d_state, fake, train=True, rng=fake_rng)
+        loss = self.loss.d(real_logits, fake_logits)
+        metrics = {"d_loss": loss, "d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
+
+        def d_fn(x: Array) -> Array:  # D as a function of its input alone, for the penalties
+            return apply_network(self.discriminator, d_params, d_state, x, train=True, rng=pen_rng)[0]
+
+        total = loss
+        if self.gp_weight > 0:
+            gp = gradient_penalty(d_fn, real, fake, pen_rng)
+            metrics["gradient_penalty"] = gp
+            total = total + self.gp_weight * gp
+        if self.r1_gamma > 0:
+            r1 = r1_penalty(d_fn, real)
+            metrics["r1_penalty"] = r1
+            total = total + 0.5 * self.r1_gamma * r1
+        # The generator's batch statistics are not updated by D's step: only G's own step moves them.
+        del g_state
+        return total, ({"discriminator": d_state}, metrics)
+
+    def g_loss(
+        self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
+    ) -> LossOut:
+        z_rng, d_rng = jax.random.split(rng)
+        z = self.sample_latents(z_rng, batch["x"].shape[0])
+        fake, g_state = apply_network(self.generator, params["generator"], state["generator"], z, train=True)
+        fake_logits, _ = apply_network(
+            self.discriminator, params["discriminator"], state["discriminator"], fake, train=True, rng=d_rng
+        )
+        loss = self.loss.g(fake_logits)
+        return loss, ({"generator": g_state}, {"g_loss": loss})

@@ -1,0 +1,1 @@
+"""Things done with a trained generator: sampling to files, evaluating a checkpoint."""

@@ -1,0 +1,82 @@
+"""`--mode=sample` and `--mode=eval`: read a workdir's newest checkpoint and generate from its (EMA) generator."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gan_jax.objectives.game import apply_network
+from gan_jax.train import parallel
+from gan_jax.train.checkpoint import CheckpointError
+from gan_jax.train.experiment import Experiment, setup
+from gan_jax.train.loop import draw_samples
+from gan_jax.train.state import TrainState
+from gan_jax.train.visualize import to_uint8
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, TrainState]:
+    exp = setup(config, workdir)
+    state = exp.checkpoints.restore_latest(exp.abstract_state)
+    if state is None:
+        raise CheckpointError(f"no checkpoint in {exp.checkpoints.directory}: train first with --mode=train")
+    return exp, state
+
+
+def generate(exp: Experiment, state: TrainState, num_samples: int, seed: int) -> np.ndarray:
+    """`num_samples` samples from the EMA generator: uint8 NHWC images, or float32 points."""
+    batch = exp.config.batch_size
+    rng = jax.random.PRNGKey(seed)
+    out = []
+    for i in range(0, num_samples, batch):
+        z = exp.game.sample_latents(jax.random.fold_in(rng, i), batch)
+        out.append(np.asarray(exp.sample_fn(state.ema_params, state.ema_state, z)))
+    x = np.concatenate(out)[:num_samples]
+    return to_uint8(x) if exp.dataset.kind == "image" else x.astype(np.float32)
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int, out: str, seed: int = 0) -> str:
+    exp, state = restore(config, workdir)
+    x = generate(exp, state, num_samples, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez_compressed(out, x=x, step=int(state.step), model=config.model.name)
+    return out
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Losses of both players on real batches, a sample grid, and mode coverage for the 2-D mixtures."""
+    exp, state = restore(config, workdir)
+    game = exp.game
+
+    @jax.jit
+    def losses(state: TrainState, x: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+        params, ms = state.params, state.model_state
+        z = game.sample_latents(rng, x.shape[0])
+        fake, _ = apply_network(game.generator, params["generator"], ms["generator"], z, train=False)
+        d = lambda v: apply_network(game.discriminator, params["discriminator"], ms["discriminator"], v, train=False)[0]  # noqa: E731
+        real_logits, fake_logits = d(x), d(fake)
+        return {
+            "d_loss": game.loss.d(real_logits, fake_logits),
+            "g_loss": game.loss.g(fake_logits),
+            "d_real": jnp.mean(real_logits),
+            "d_fake": jnp.mean(fake_logits),
+        }
+
+    rows = []
+    for i in range(config.eval_batches):
+        x = parallel.global_batch(exp.dataset.batch(i, config.batch_size), exp.mesh)["x"]
+        rows.append(jax.device_get(losses(state, x, jax.random.PRNGKey(i))))
+    result: dict = {"step": int(state.step), "model": config.model.name, "dataset": config.data.name}
+    result.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
+    grid = os.path.join(workdir, "eval", f"samples_step_{int(state.step):07d}.png")
+    scores = draw_samples(exp, state, grid)
+    result.update(scores)
+    result["sample_grid"] = grid
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "eval", f"eval_step_{int(state.step):07d}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    return result

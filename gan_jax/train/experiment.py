@@ -1,0 +1,103 @@
+"""Everything a run is built from, assembled once from the config: data, game, optimizers, mesh, checkpoints.
+
+Training, evaluation and sampling all start here, so they agree on how a config becomes networks and how a workdir's
+checkpoint becomes a state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from gan_jax import data as data_lib
+from gan_jax.config import validate
+from gan_jax.env import quiet_library_logs
+from gan_jax.models import build_networks
+from gan_jax.objectives import get_loss
+from gan_jax.objectives.game import UnconditionalGAN
+from gan_jax.train import parallel
+from gan_jax.train.checkpoint import Checkpoints, model_signature
+from gan_jax.train.optim import make_optimizers
+from gan_jax.train.state import TrainState, create_train_state
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: ml_collections.ConfigDict
+    workdir: str
+    dataset: Any
+    game: UnconditionalGAN
+    optimizers: dict[str, optax.GradientTransformation]
+    mesh: Mesh
+    abstract_state: TrainState
+    checkpoints: Checkpoints
+
+    @property
+    def state_sharding(self):
+        return parallel.replicated(self.mesh)
+
+    @functools.cached_property
+    def sample_fn(self):
+        """jit(params, state, z) -> samples of the sampler network in inference mode; compiled once per run."""
+        return jax.jit(lambda params, state, z: self.game.generate(params, state, z)[0])
+
+    def init_state(self) -> TrainState:
+        """A fresh state, created directly with its replicated sharding."""
+        rng = jax.random.PRNGKey(self.config.seed)
+        return jax.jit(self._init_fn, out_shardings=self.state_sharding)(rng)
+
+    def restore_or_init(self) -> tuple[TrainState, bool]:
+        """(state, resumed): the newest good checkpoint in the workdir, else a fresh state."""
+        restored = self.checkpoints.restore_latest(self.abstract_state)
+        if restored is not None:
+            return restored, True
+        return self.init_state(), False
+
+    @property
+    def _init_fn(self):
+        example = jnp.zeros((self.config.batch_size,) + tuple(self.dataset.shape), jnp.float32)
+        return functools.partial(create_train_state, self.game, self.optimizers, example=example)
+
+
+def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> UnconditionalGAN:
+    generator, discriminator = build_networks(config.model, data_shape)
+    return UnconditionalGAN(
+        generator=generator,
+        discriminator=discriminator,
+        loss=get_loss(config.loss),
+        z_dim=config.model.z_dim,
+        z_dist=config.model.z_dist,
+        gp_weight=config.gp_weight,
+        r1_gamma=config.r1_gamma,
+    )
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+    quiet_library_logs()
+    validate(config, jax.device_count())
+    dataset = data_lib.get_dataset(config.data, seed=config.seed)
+    game = build_game(config, dataset.shape)
+    optimizers = make_optimizers(config)
+    mesh = parallel.make_mesh()
+    exp = Experiment(config, workdir, dataset, game, optimizers, mesh, None, None)  # type: ignore[arg-type]
+    sharding = exp.state_sharding
+    abstract = jax.eval_shape(exp._init_fn, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    exp.abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+    signature = model_signature(config.model.name, dataset.shape, exp.abstract_state)
+    exp.checkpoints = Checkpoints(
+        os.path.join(workdir, "checkpoints"),
+        signature,
+        keep=config.keep_checkpoints,
+        async_save=config.async_checkpoints,
+    )
+    return exp

@@ -1,0 +1,111 @@
+"""The minimax update: one pure function (state, batch) -> (state, metrics), jit-compiled with the state donated.
+
+Order per step: the first player of the game (the discriminator) takes `n_critic` steps, each on its own slice of the
+real batch; then every other player takes one step. A step whose losses or gradients are not finite leaves the state
+as it was and reports `nonfinite=1`, so the host can stop with the last good state intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gan_jax.train.state import TrainState
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+def _update_player(game, tx, player, nets, params, model_state, opt_state, batch, rng):
+    """One optimizer step for `player` on the networks it owns; returns new params, state, opt state and metrics."""
+    own = {n: params[n] for n in nets}
+
+    def loss_fn(own_params):
+        return game.player_loss(player, {**params, **own_params}, model_state, batch, rng)
+
+    (_, (new_model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(own)
+    updates, opt_state = tx.update(grads, opt_state, own)
+    own = optax.apply_updates(own, updates)
+    metrics = dict(metrics)
+    metrics[f"{player}_grad_norm"] = optax.global_norm(grads)
+    return {**params, **own}, {**model_state, **new_model_state}, opt_state, metrics
+
+
+def make_train_step(
+    game,
+    optimizers: dict[str, optax.GradientTransformation],
+    *,
+    n_critic: int = 1,
+    ema_decay: float = 0.999,
+    inject_nan_at_step: int = -1,
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
+    """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples."""
+    (first, first_nets), *others = game.players
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
+        rng, step_rng = jax.random.split(state.rng)
+        if inject_nan_at_step >= 0:  # test hook: a realistic NaN that flows through losses and gradients
+            batch = dict(batch, x=batch["x"] * jnp.where(state.step == inject_nan_at_step, jnp.nan, 1.0))
+        # (n_critic, B, ...) slices of the real batch for the critic's steps.
+        sliced = jax.tree.map(lambda a: a.reshape((n_critic, -1) + a.shape[1:]), batch)
+        critic_rngs = jax.random.split(jax.random.fold_in(step_rng, 0), n_critic)
+
+        def critic_step(carry, xs):
+            params, model_state, opt_state = carry
+            sub_batch, key = xs
+            params, model_state, opt_state, metrics = _update_player(
+                game, optimizers[first], first, first_nets, params, model_state, opt_state, sub_batch, key
+            )
+            return (params, model_state, opt_state), metrics
+
+        carry = (state.params, state.model_state, state.opt_state[first])
+        if n_critic == 1:
+            carry, metrics = critic_step(carry, jax.tree.map(lambda a: a[0], (sliced, critic_rngs)))
+        else:
+            carry, metrics = jax.lax.scan(critic_step, carry, (sliced, critic_rngs))
+            metrics = jax.tree.map(jnp.mean, metrics)
+        params, model_state, first_opt = carry
+        opt_state = dict(state.opt_state, **{first: first_opt})
+
+        last_batch = jax.tree.map(lambda a: a[-1], sliced)
+        for i, (player, nets) in enumerate(others, start=1):
+            params, model_state, opt_state[player], player_metrics = _update_player(
+                game,
+                optimizers[player],
+                player,
+                nets,
+                params,
+                model_state,
+                opt_state[player],
+                last_batch,
+                jax.random.fold_in(step_rng, i),
+            )
+            metrics.update(player_metrics)
+
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+        # Early steps average over fewer updates, so the EMA is not dominated by the random initialisation.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema = lambda avg, new: decay * avg + (1.0 - decay) * new  # noqa: E731
+        new_state = TrainState(
+            step=state.step + 1,
+            params=params,
+            model_state=model_state,
+            opt_state=opt_state,
+            ema_params=jax.tree.map(ema, state.ema_params, params[game.sampler]),
+            ema_state=jax.tree.map(ema, state.ema_state, model_state[game.sampler]),
+            rng=rng,
+        )
+        # A non-finite step changes nothing; the host sees `nonfinite` and stops.
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        new_state = jax.tree.map(keep, new_state, state)
+        for name in ("generator", "discriminator"):
+            if name in params:
+                metrics[f"{name}_param_norm"] = optax.global_norm(new_state.params[name])
+        metrics["nonfinite"] = (~finite).astype(jnp.float32)
+        return new_state, metrics
+
+    return train_step
