@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-# XLA:CPU runs convolutions faster without YNNPACK fusing each one individually (measured in benchmarks/).
-CPU_XLA_FLAGS = ""
+# XLA:CPU runs DCGAN's convolutions ~27% faster per train step when YNNPACK does not take each convolution
+# individually (benchmarks/step_speed.py: 1.14 -> 1.46 steps/s). It slows 7x7 convolutions with 3 channels
+# (benchmarks/conv_speed.py), so models built on those (CycleGAN) should revisit this choice.
+CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
 def configure_xla() -> None:

@@ -6,16 +6,23 @@ of the output gradient dilated by s, and a transposed convolution is itself such
 gradient is one too. On a 2-core CPU the weight gradient of a DCGAN generator layer takes ~700 ms this way against
 ~12 ms for its forward pass, which makes a whole GAN step ~10x slower than PyTorch.
 
-The "fast" formulation has the same math and never dilates an input. A stride-s transposed convolution is computed
-as s*s stride-1 convolutions, one per output phase (the output pixels (s*m + r, s*n + q) for fixed (r, q)), each with
-the sub-kernel K[a::s, b::s] of the taps that reach that phase, interleaved into the output (sub-pixel convolution,
-depth-to-space). Its gradients are stride-1 convolutions too. A stride-s convolution keeps its plain forward pass
-and plain weight gradient (a convolution with a dilated *kernel*, which XLA:CPU runs fast), and gets its input
-gradient through a `jax.custom_jvp` rule whose input tangent is the same convolution written as s*s stride-1
-convolutions over the input phases x[r::s, q::s] (space-to-depth). Transposing that tangent for reverse mode gives
-exactly the phase form of the transposed convolution, so no dilated convolution is left in forward, backward or
-higher-order (gradient-penalty) graphs. `custom_jvp` rather than `custom_vjp` keeps forward-mode and any order of
-differentiation working.
+The "fast" formulation has the same math and never dilates an input; both ops use `jax.custom_jvp` rules, so
+reverse mode (the transpose of the tangent), forward mode and any order of differentiation (gradient penalties)
+stay exact and dilation-free:
+
+* A stride-s transposed convolution is computed per output phase (the pixels (s*m + r, s*n + q) for fixed (r, q)):
+  each phase is a stride-1 convolution with the sub-kernel K[a0::s, b0::s] of the taps that reach it, and the
+  phases are interleaved (sub-pixel convolution, depth-to-space). Its input gradient is then stride-1 convolutions
+  too. Its kernel tangent is written as a convolution whose transpose is the weight gradient of a *strided*
+  convolution, conv(cotangent, x, rhs_dilation=s), which dilates the filter operand and is fast.
+* A stride-s convolution keeps its plain forward pass and plain weight gradient (that same fast form); its input
+  tangent is the convolution rewritten over the input phases x[r::s, q::s] (space-to-depth), whose transpose is
+  the phase form of the transposed convolution above.
+
+Each phase form comes in two variants: "split" (s*s convolutions with exactly the taps needed) and "merged" (one
+convolution with s*s times the channels on the phase side and the kernel zero-padded to a multiple of s). Merged
+is faster when that side has few channels, e.g. the RGB image of a generator's last or a discriminator's first
+layer. A transposed convolution of a 1x1 map (DCGAN's first layer) is a single matrix product.
 
 Layout: activations are NHWC, kernels HWIO `(kh, kw, in, out)`. `impl="auto"` picks "fast" on the CPU backend and
 "xla" (the plain `lax.conv_general_dilated` formulation, which GPUs and TPUs run well) elsewhere, at trace time.
@@ -36,7 +43,6 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
-ConvImpl = Literal["auto", "xla", "fast"]
 Padding1D = tuple[int, int]
 
 _IMPLS = ("auto", "xla", "fast")
@@ -290,12 +296,33 @@ def _conv_fast_jvp(stride: int, padding: int, primals: tuple[Array, Array], tang
 _conv_fast.defjvp(_conv_fast_jvp, symbolic_zeros=True)
 
 
+def _conv_transpose_kernel_tangent(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> Array:
+    """The transposed convolution as a function of its kernel, written so that its transpose is a fast weight gradient.
+
+    It is a convolution of the kernel, treated as an image with batch `out` and features `in`, with the input
+    (spatially reversed) as the filter, dilated by the stride, giving an output with batch `n` in the feature slot.
+    Its transpose with respect to the kernel, which is what reverse mode runs, is then
+    conv(cotangent, input, rhs_dilation=stride): the weight gradient of a strided convolution, the form that
+    XLA:CPU runs fast (it dilates the filter operand, not the input).
+    """
+    _, h, w, _ = x.shape
+    pad_h, pad_w = stride * (h - 1) - padding, stride * (w - 1) - padding
+    return lax.conv_general_dilated(
+        kernel,
+        jnp.flip(x, (1, 2)),
+        window_strides=(1, 1),
+        padding=((pad_h, pad_h + output_padding), (pad_w, pad_w + output_padding)),
+        rhs_dilation=(stride, stride),
+        dimension_numbers=("HWCN", "OHWI", "CHWN"),
+    )
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _conv_transpose_fast(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> Array:
-    """Strided transposed convolution in a phase form; the weight gradient always takes the split form.
+    """Strided transposed convolution in a phase form, with its weight gradient from `_conv_transpose_kernel_tangent`.
 
-    (The merged form's weight gradient is a convolution XLA:CPU runs slowly, so it is not used even where the merged
-    form is the faster forward pass and input gradient.)
+    (The merged form's own weight gradient is a convolution XLA:CPU runs slowly, and the split form's is s*s
+    convolutions with few output channels where the output is an image; one dilated-filter convolution beats both.)
     """
     return _conv_transpose_phase_form(x, kernel, stride, padding, output_padding)
 
@@ -310,7 +337,7 @@ def _conv_transpose_fast_jvp(
     if not isinstance(x_dot, SymbolicZero):
         terms.append(_conv_transpose_phase_form(x_dot, kernel, stride, padding, output_padding))
     if not isinstance(kernel_dot, SymbolicZero):
-        terms.append(_conv_transpose_split(x, kernel_dot, stride, padding, output_padding))
+        terms.append(_conv_transpose_kernel_tangent(x, kernel_dot, stride, padding, output_padding))
     return y, _sum_tangents(y, terms)
 
 
@@ -345,9 +372,13 @@ def _promote(x: Array, kernel: Array) -> tuple[Array, Array]:
 def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, impl: str = "auto") -> Array:
     """PyTorch `Conv2d` (cross-correlation) on NHWC `x` with HWIO `kernel` of shape (kh, kw, in, out).
 
-    Zero padding of `padding` on every side, output size (H + 2*padding - kh) // stride + 1. Equal to
-    `torch.nn.functional.conv2d(x_nchw, w, stride=stride, padding=padding)` with `w = kernel.permute(3, 2, 0, 1)`
-    (PyTorch's Conv2d weight is (out, in, kh, kw)). No bias. `impl`: "xla", "fast" or "auto" (see module doc).
+    Zero padding of `padding` on every side, output size (H + 2*padding - kh) // stride + 1:
+    y[n, o1, o2, c_out] = sum over (a, b, c) of x[n, s*o1 - p + a, s*o2 - p + b, c] * kernel[a, b, c, c_out].
+
+    PyTorch correspondence (x_nchw = x.permute(0, 3, 1, 2)): equal to `torch.nn.functional.conv2d(x_nchw, w,
+    stride=stride, padding=padding)` with `w = kernel.permute(3, 2, 0, 1)`, PyTorch's Conv2d weight being
+    (out, in, kh, kw); to copy a PyTorch weight use `kernel = w.permute(2, 3, 1, 0)`. No bias here.
+    `impl`: "xla", "fast" or "auto" (see the module docstring).
     """
     _check_args(x, kernel, stride, padding)
     x, kernel = _promote(x, kernel)
@@ -366,11 +397,12 @@ def conv_transpose2d(
     `conv2d(., kernel.swapaxes(2, 3), stride, padding)`, i.e. of the convolution from `out` back to `in` channels
     with the same taps: y[n, s*i - p + a, s*j - p + b, o] += x[n, i, j, c] * kernel[a, b, c, o].
 
-    PyTorch correspondence: equal to `torch.nn.functional.conv_transpose2d(x_nchw, w, stride=stride,
-    padding=padding, output_padding=output_padding)` with `w = kernel.permute(2, 3, 0, 1)`; PyTorch's
-    ConvTranspose2d weight is (in, out, kh, kw), so to copy weights from PyTorch use
-    `kernel = w.permute(2, 3, 0, 1)` as well (both permutations are the same). The kernel is not flipped.
-    `output_padding` must be smaller than `stride` (as in PyTorch). `impl`: "xla", "fast" or "auto".
+    PyTorch correspondence (x_nchw = x.permute(0, 3, 1, 2)): equal to `torch.nn.functional.conv_transpose2d(
+    x_nchw, w, stride=stride, padding=padding, output_padding=output_padding)` with `w = kernel.permute(2, 3, 0, 1)`,
+    PyTorch's ConvTranspose2d weight being (in, out, kh, kw); to copy a PyTorch weight use
+    `kernel = w.permute(2, 3, 0, 1)` as well (the permutation is its own inverse). Neither side flips the kernel.
+    `output_padding` adds rows/columns at the bottom/right and must be smaller than `stride`, as in PyTorch.
+    `impl`: "xla", "fast" or "auto" (see the module docstring).
     """
     _check_args(x, kernel, stride, padding)
     if not 0 <= output_padding < stride:

@@ -150,7 +150,7 @@ def _assert_fast_matches_xla(op, x: np.ndarray, kern: np.ndarray) -> None:
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5 * scale, err_msg=name)
 
 
-@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+@pytest.mark.parametrize("case", range(len(CONV_CASES)), ids=[f"k{k}s{s}p{p}" for k, s, p in CONV_CASES])
 def test_conv2d_fast_matches_xla(case: int) -> None:
     k, s, p = CONV_CASES[case]
     cin, cout = CHANNELS[case % 2]
@@ -159,7 +159,7 @@ def test_conv2d_fast_matches_xla(case: int) -> None:
     _assert_fast_matches_xla(lambda x, kern, impl: conv2d(x, kern, s, p, impl=impl), x, kern)
 
 
-@pytest.mark.parametrize("case", range(len(CONV_T_CASES)))
+@pytest.mark.parametrize("case", range(len(CONV_T_CASES)), ids=[f"k{k}s{s}p{p}op{op}" for k, s, p, op in CONV_T_CASES])
 def test_conv_transpose2d_fast_matches_xla(case: int) -> None:
     k, s, p, op = CONV_T_CASES[case]
     cin, cout = CHANNELS[(case // 2) % 2]  # alternate over (p, op) pairs so both forms see both output paddings
