@@ -28,8 +28,9 @@ def get_config(arg: str = "mnist"):
     c.model.d_width = 128
     c.loss = "non_saturating"
     c.batch_size = 128
-    c.num_train_steps = 1_000
-    c.log_every, c.sample_every, c.checkpoint_every = 50, 250, 250
+    # 800 steps (about 1.7 epochs of MNIST) fit in 10 minutes on 2 CPU cores at ~1.45 steps/s.
+    c.num_train_steps = 800
+    c.log_every, c.sample_every, c.checkpoint_every = 50, 200, 200
     if variant == "cifar10":
         c.num_train_steps = 100_000
         c.log_every, c.sample_every, c.checkpoint_every = 200, 5_000, 5_000
