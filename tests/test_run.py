@@ -146,3 +146,15 @@ def test_bad_config_file_or_variant(spec, tmp_path):
     r = run(f"--config={spec}", f"--workdir={tmp_path}")
     assert r.returncode == 2
     assert spec.split(":")[-1].split("/")[-1] in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tmp_path):
+    workdir = tmp_path / "nan"
+    # state.step == 12 is the 13th update; checkpoints come every 10 steps in the smoke config.
+    r = run("--config=configs/gan_mog.py:smoke", f"--workdir={workdir}", "--config.debug.inject_nan_at_step=12")
+    assert r.returncode == 1
+    assert "non-finite loss or gradient at step 13" in r.stderr
+    assert "the last checkpoint (step 10) is intact" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["10"]
+    r = run("--config=configs/gan_mog.py:smoke", f"--workdir={workdir}", "--mode=eval")
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["step"] == 10
