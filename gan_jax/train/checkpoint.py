@@ -13,10 +13,12 @@ checkpoint that looks complete; leftovers are cleaned up at start.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import jax
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
-    """No usable checkpoint, or checkpoints that belong to another model."""
+    """No usable checkpoint, checkpoints that belong to another model, or a checkpoint that could not be written."""
 
 
 def state_digest(state: PyTree) -> str:
@@ -74,7 +76,10 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: PyTree) -> None:
+    def save(self, step: int, state: PyTree, *, inject_failure: bool = False) -> None:
+        """Starts an asynchronous save; errors of the previous one surface here or in `wait`."""
+        if inject_failure:
+            raise OSError(errno.ENOSPC, "No space left on device (injected by config.debug.fail_save_at_step)")
         self._write_manifests()  # for the steps whose asynchronous save has finished since the last call
         meta = dict(self.signature, step=int(step), state_sha256=state_digest(state))
         self.manager.save(
@@ -88,6 +93,22 @@ class Checkpoints:
     def close(self) -> None:
         self.wait()
         self.manager.close()
+
+    def rescue(self, step: int, state: PyTree) -> str | None:
+        """Writes `state` synchronously to a fresh workdir under the temp directory, when the real one failed.
+
+        Returns that workdir (training resumes from it with `--workdir=`), or None if it could not be written either.
+        """
+        base = os.path.basename(os.path.dirname(self.directory)) or "run"
+        rescue_dir = os.path.join(tempfile.gettempdir(), "gan_jax_rescue", f"{base}-step{step}-{os.getpid()}")
+        try:
+            rescue = Checkpoints(os.path.join(rescue_dir, "checkpoints"), self.signature, keep=1, async_save=False)
+            rescue.save(step, state)
+            rescue.close()
+        except Exception:  # noqa: BLE001 - the caller reports the original failure either way
+            log.exception("Could not write a rescue checkpoint to %s either.", rescue_dir)
+            return None
+        return rescue_dir
 
     # -- file manifests ------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from gan_jax import data as data_lib
-from gan_jax.config import validate
+from gan_jax.config import ConfigError, validate
 from gan_jax.env import quiet_library_logs
 from gan_jax.models import build_networks
 from gan_jax.objectives import get_loss
@@ -85,7 +85,12 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
     quiet_library_logs()
     validate(config, jax.device_count())
-    dataset = data_lib.get_dataset(config.data, seed=config.seed)
+    try:
+        dataset = data_lib.get_dataset(config.data, seed=config.seed)
+    except data_lib.DatasetNotFoundError:
+        raise
+    except ValueError as e:  # the data layer names the field (config.data.<field>=...)
+        raise ConfigError(str(e)) from e
     game = build_game(config, dataset.shape)
     optimizers = make_optimizers(config)
     mesh = parallel.make_mesh()

@@ -25,6 +25,9 @@ class TrainState:
     ema_params: PyTree  # exponential moving average of the sampler's parameters
     ema_state: PyTree  # ... and of its non-parameter state
     rng: jax.Array  # raw uint32 PRNG key, split once per step
+    lr_scale: jax.Array  # float32 multiplier of every player's updates; lowered by each divergence rollback
+    skipped_steps: jax.Array  # int32: non-finite steps skipped under nonfinite_policy="skip"
+    rollbacks: jax.Array  # int32: divergence rollbacks done so far
 
 
 def create_train_state(game, optimizers: dict[str, optax.GradientTransformation], rng: jax.Array, example: jax.Array):
@@ -40,4 +43,7 @@ def create_train_state(game, optimizers: dict[str, optax.GradientTransformation]
         ema_params=params[game.sampler],
         ema_state=model_state[game.sampler],
         rng=rng,
+        lr_scale=jnp.ones((), jnp.float32),
+        skipped_steps=jnp.zeros((), jnp.int32),
+        rollbacks=jnp.zeros((), jnp.int32),
     )

@@ -1,8 +1,9 @@
 """The minimax update: one pure function (state, batch) -> (state, metrics), jit-compiled with the state donated.
 
 Order per step: the first player of the game (the discriminator) takes `n_critic` steps, each on its own slice of the
-real batch; then every other player takes one step. A step whose losses or gradients are not finite leaves the state
-as it was and reports `nonfinite=1`, so the host can stop with the last good state intact.
+real batch; then every other player takes one step. A step whose losses or gradients are not finite applies no update
+and reports `nonfinite=1`: with `skip_nonfinite` it still advances the step counter and the rng (and counts the skip),
+so the run moves past it; without, it leaves the state exactly as it was, so the host can stop or roll back.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ PyTree = Any
 Metrics = dict[str, jax.Array]
 
 
-def _update_player(game, tx, player, nets, params, model_state, opt_state, batch, rng):
-    """One optimizer step for `player` on the networks it owns; returns new params, state, opt state and metrics."""
+def _update_player(game, tx, player, nets, params, model_state, opt_state, batch, rng, lr_scale=1.0):
+    """One optimizer step for `player` on the networks it owns; returns new params, state, opt state and metrics.
+
+    `lr_scale` multiplies the optimizer's updates, which is the same as multiplying the learning rate for Adam, RMSProp
+    and SGD; divergence rollbacks lower it without rebuilding the optimizer or changing its state's structure.
+    """
     own = {n: params[n] for n in nets}
 
     def loss_fn(own_params):
@@ -29,6 +34,7 @@ def _update_player(game, tx, player, nets, params, model_state, opt_state, batch
 
     (_, (new_model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(own)
     updates, opt_state = tx.update(grads, opt_state, own)
+    updates = jax.tree.map(lambda u: lr_scale * u, updates)
     own = optax.apply_updates(own, updates)
     metrics = dict(metrics)
     metrics[f"{player}_grad_norm"] = optax.global_norm(grads)
@@ -42,14 +48,18 @@ def make_train_step(
     n_critic: int = 1,
     ema_decay: float = 0.999,
     inject_nan_at_step: int = -1,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples."""
     (first, first_nets), *others = game.players
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
         rng, step_rng = jax.random.split(state.rng)
-        if inject_nan_at_step >= 0:  # test hook: a realistic NaN that flows through losses and gradients
-            batch = dict(batch, x=batch["x"] * jnp.where(state.step == inject_nan_at_step, jnp.nan, 1.0))
+        if inject_nan_at_step >= 0:
+            # Test hook: a NaN that flows through losses and gradients at that step, as a divergence would, unless a
+            # rollback has lowered the learning rate (so a rollback can be seen to cure it).
+            hit = (state.step == inject_nan_at_step) & (state.lr_scale >= 1.0)
+            batch = dict(batch, x=batch["x"] * jnp.where(hit, jnp.nan, 1.0))
         # (n_critic, B, ...) slices of the real batch for the critic's steps.
         sliced = jax.tree.map(lambda a: a.reshape((n_critic, -1) + a.shape[1:]), batch)
         critic_rngs = jax.random.split(jax.random.fold_in(step_rng, 0), n_critic)
@@ -58,7 +68,16 @@ def make_train_step(
             params, model_state, opt_state = carry
             sub_batch, key = xs
             params, model_state, opt_state, metrics = _update_player(
-                game, optimizers[first], first, first_nets, params, model_state, opt_state, sub_batch, key
+                game,
+                optimizers[first],
+                first,
+                first_nets,
+                params,
+                model_state,
+                opt_state,
+                sub_batch,
+                key,
+                state.lr_scale,
             )
             return (params, model_state, opt_state), metrics
 
@@ -83,6 +102,7 @@ def make_train_step(
                 opt_state[player],
                 last_batch,
                 jax.random.fold_in(step_rng, i),
+                state.lr_scale,
             )
             metrics.update(player_metrics)
 
@@ -90,7 +110,7 @@ def make_train_step(
         # Early steps average over fewer updates, so the EMA is not dominated by the random initialisation.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = lambda avg, new: decay * avg + (1.0 - decay) * new  # noqa: E731
-        new_state = TrainState(
+        new_state = state.replace(
             step=state.step + 1,
             params=params,
             model_state=model_state,
@@ -99,9 +119,12 @@ def make_train_step(
             ema_state=jax.tree.map(ema, state.ema_state, model_state[game.sampler]),
             rng=rng,
         )
-        # A non-finite step changes nothing; the host sees `nonfinite` and stops.
+        # A non-finite step applies no update. Skipping moves past it (counted); otherwise nothing changes at all.
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        new_state = jax.tree.map(keep, new_state, state)
+        fallback = state
+        if skip_nonfinite:
+            fallback = state.replace(step=state.step + 1, rng=rng, skipped_steps=state.skipped_steps + 1)
+        new_state = jax.tree.map(keep, new_state, fallback)
         for name in ("generator", "discriminator"):
             if name in params:
                 metrics[f"{name}_param_norm"] = optax.global_norm(new_state.params[name])
