@@ -179,3 +179,39 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     rc, err = run(blocker / "workdir")
     assert rc == 1
     assert "cannot be written" in err and "Traceback" not in err
+
+
+def test_second_signal_exits_at_once_and_resume_is_identical(uninterrupted, tmp_path):
+    workdir = tmp_path / "twice"
+    p = start(workdir)
+    wait_for_training(workdir, p)
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode in (128 + signal.SIGTERM, 0), err[-3000:]  # 0 only if the save finished between the two
+    if p.returncode != 0:
+        assert "Second SIGTERM: exiting now." in err
+    rc, err = run(workdir)
+    assert rc == 0, err[-3000:]
+    assert_same(final_state(workdir), uninterrupted)
+
+
+def test_checkpoint_with_a_missing_file_is_skipped(tmp_path):
+    workdir = tmp_path / "missing"
+    rc, err = run(workdir, "--config.num_train_steps=20", "--config.checkpoint_every=10")
+    assert rc == 0, err[-3000:]
+    victim = sorted(glob.glob(str(workdir / "checkpoints" / "20" / "state" / "**" / "*"), recursive=True))
+    os.remove([f for f in victim if os.path.isfile(f)][-1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    r = subprocess.run(
+        [sys.executable, "run.py", f"--config={SPEC}", f"--workdir={workdir}", *ARGS, "--mode=eval"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 10
+    assert "step 20" in r.stderr and "missing" in r.stderr
+    assert os.path.isdir(str(workdir / "checkpoints_corrupt" / "20"))  # kept for inspection, not deleted
