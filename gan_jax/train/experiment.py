@@ -53,8 +53,8 @@ class Experiment:
 
     def init_state(self) -> TrainState:
         """A fresh state, created directly with its replicated sharding."""
-        rng = jax.random.PRNGKey(self.config.seed)
-        return jax.jit(self._init_fn, out_shardings=self.state_sharding)(rng)
+        init = _state_initializer(self.game, self.optimizers, self.config.batch_size, self.dataset.shape)
+        return jax.jit(init, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.config.seed))
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """(state, resumed): the newest good checkpoint in the workdir, else a fresh state."""
@@ -63,10 +63,11 @@ class Experiment:
             return restored, True
         return self.init_state(), False
 
-    @property
-    def _init_fn(self):
-        example = jnp.zeros((self.config.batch_size,) + tuple(self.dataset.shape), jnp.float32)
-        return functools.partial(create_train_state, self.game, self.optimizers, example=example)
+
+def _state_initializer(game, optimizers, batch_size: int, data_shape: tuple[int, ...]):
+    """rng -> a fresh TrainState; networks are initialized from a zero batch, since only its shape matters."""
+    example = jnp.zeros((batch_size,) + tuple(data_shape), jnp.float32)
+    return functools.partial(create_train_state, game, optimizers, example=example)
 
 
 def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> UnconditionalGAN:
@@ -94,15 +95,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
     game = build_game(config, dataset.shape)
     optimizers = make_optimizers(config)
     mesh = parallel.make_mesh()
-    exp = Experiment(config, workdir, dataset, game, optimizers, mesh, None, None)  # type: ignore[arg-type]
-    sharding = exp.state_sharding
-    abstract = jax.eval_shape(exp._init_fn, jax.ShapeDtypeStruct((2,), jnp.uint32))
-    exp.abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
-    signature = model_signature(config.model.name, dataset.shape, exp.abstract_state)
-    exp.checkpoints = Checkpoints(
+    sharding = parallel.replicated(mesh)
+    init = _state_initializer(game, optimizers, config.batch_size, dataset.shape)
+    abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+    checkpoints = Checkpoints(
         os.path.join(workdir, "checkpoints"),
-        signature,
+        model_signature(config.model.name, dataset.shape, abstract),
         keep=config.keep_checkpoints,
         async_save=config.async_checkpoints,
     )
-    return exp
+    return Experiment(config, workdir, dataset, game, optimizers, mesh, abstract, checkpoints)
