@@ -8,6 +8,7 @@ the same samples with far less tuning. The paper's uniform noise and dropout on 
 """
 
 from gan_jax.config import base_config
+from gan_jax.metrics.evaluators import evaluator_spec
 
 
 def get_config(arg: str = ""):
@@ -27,9 +28,13 @@ def get_config(arg: str = ""):
     c.batch_size = 100
     c.num_train_steps = 5_000
     c.log_every, c.sample_every, c.checkpoint_every = 100, 1_000, 1_000
+    # FID, KID and precision/recall of 10,000 samples against the 10,000 test images, in --mode=eval (see dcgan.py).
+    c.evals.fid = evaluator_spec("inception", every=0, metrics="fid,kid,pr", num_samples=10_000, split="test")
+    c.best_metric = "fid/fid"
     if arg == "smoke":
         c.num_train_steps, c.log_every, c.sample_every, c.checkpoint_every = 6, 2, 3, 3
         c.model.g_hidden = (64,)
         c.model.d_hidden = (32,)
         c.batch_size = 16
+        c.evals.fid.num_samples, c.evals.fid.num_real, c.evals.fid.batch_size = 16, 16, 8
     return c

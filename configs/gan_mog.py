@@ -10,6 +10,7 @@ Networks as in PacGAN (Lin et al. 2018, Appendix): G has four 400-unit ReLU laye
 """
 
 from gan_jax.config import base_config
+from gan_jax.metrics.evaluators import evaluator_spec
 
 
 def get_config(arg: str = "ring"):
@@ -36,11 +37,16 @@ def get_config(arg: str = "ring"):
     c.log_every = 250
     c.sample_every = 2_500
     c.checkpoint_every = 2_500
+    # The PacGAN / VEEGAN protocol: 2,500 samples, modes within 3 std, reverse KL; the best checkpoint by reverse KL.
+    c.evals.modes = evaluator_spec("modes", every=2_500, num_samples=2_500)
+    c.best_metric, c.best_mode = "modes/reverse_kl", "min"
     if schedule == "paper":
         c.num_train_steps = 400 * 100_000 // 100
         c.log_every, c.sample_every, c.checkpoint_every = 1_000, 20_000, 20_000
+        c.evals.modes.every = 20_000
     elif mixture == "smoke":
         c.num_train_steps, c.log_every, c.sample_every, c.checkpoint_every = 20, 5, 10, 10
+        c.evals.modes.every = 10
         c.model.g_hidden = (32, 32)
         c.model.d_hidden = (16,)
         c.data.num_examples = 1000

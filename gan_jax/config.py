@@ -60,6 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
 
+    # Evaluators by name (see gan_jax.metrics.evaluators): each runs every `every` steps and at the end of training
+    # (every=0: only in --mode=eval). best_metric "<eval name>/<score>" keeps the best checkpoint by that score
+    # under workdir/checkpoints_best ("" keeps none); best_mode says whether lower ("min") or higher ("max") is better.
+    c.evals = ml_collections.ConfigDict()
+    c.best_metric = ""
+    c.best_mode = "min"
+
     c.log_every = 50
     c.sample_every = 500
     c.checkpoint_every = 1000
@@ -121,12 +128,33 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.data.resize in ("pad", "resize"), "data.resize", "choose 'pad' or 'resize'")
     need(config.data.channels in (0, 1, 3), "data.channels", "must be 0 (native), 1 or 3")
     need(config.data.resolution >= 0, "data.resolution", "must be >= 0")
+    _validate_evals(config, need)
+
+
+def _validate_evals(config: ml_collections.ConfigDict, need) -> None:
+    from gan_jax.metrics.evaluators import validate_spec
+
+    for name, spec in config.evals.items():
+        need(isinstance(spec, ml_collections.ConfigDict), f"evals.{name}", "must be an evaluator spec (ConfigDict)")
+        problem = validate_spec(name, spec)
+        field = problem.partition(":")[0] if problem else ""
+        need(problem is None, f"evals.{name}.{field}", (problem or "").partition(": ")[2])
+    need(config.best_mode in ("min", "max"), "best_mode", "choose 'min' or 'max'")
+    if config.best_metric:
+        name, _, score = config.best_metric.partition("/")
+        need(
+            name in config.evals and bool(score),
+            "best_metric",
+            f"must be '<eval name>/<score>' with an eval of config.evals ({', '.join(config.evals) or 'none'})",
+        )
 
 
 def config_get(config: ml_collections.ConfigDict, dotted: str):
-    """The value at a dotted path, for error messages."""
+    """The value at a dotted path, for error messages (None where the path does not exist)."""
     value = config
     for part in dotted.split("."):
+        if not hasattr(value, "keys") or part not in value:
+            return None
         value = value[part]
     return value
 

@@ -13,10 +13,10 @@ import numpy as np
 from gan_jax.objectives.game import apply_network
 from gan_jax.train import parallel
 from gan_jax.train.checkpoint import CheckpointError
+from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
 from gan_jax.train.loop import draw_samples
 from gan_jax.train.state import TrainState
-from gan_jax.train.visualize import to_uint8
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, TrainState]:
@@ -27,28 +27,17 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment
     return exp, state
 
 
-def generate(exp: Experiment, state: TrainState, num_samples: int, seed: int) -> np.ndarray:
-    """`num_samples` samples from the EMA generator: uint8 NHWC images, or float32 points."""
-    batch = exp.config.batch_size
-    rng = jax.random.PRNGKey(seed)
-    out = []
-    for i in range(0, num_samples, batch):
-        z = exp.game.sample_latents(jax.random.fold_in(rng, i), batch)
-        out.append(np.asarray(exp.sample_fn(state.ema_params, state.ema_state, z)))
-    x = np.concatenate(out)[:num_samples]
-    return to_uint8(x) if exp.dataset.kind == "image" else x.astype(np.float32)
-
-
 def sample(config: ml_collections.ConfigDict, workdir: str, num_samples: int, out: str, seed: int = 0) -> str:
     exp, state = restore(config, workdir)
-    x = generate(exp, state, num_samples, seed)
+    x = exp.generate(state, num_samples, seed)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez_compressed(out, x=x, step=int(state.step), model=config.model.name)
     return out
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Losses of both players on real batches, a sample grid, and mode coverage for the 2-D mixtures."""
+    """Losses of both players on real batches, a sample grid (with mode coverage for the 2-D mixtures), and every
+    evaluator of `config.evals` (whatever its `every`), with their protocols."""
     exp, state = restore(config, workdir)
     game = exp.game
 
@@ -76,6 +65,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     scores = draw_samples(exp, state, grid)
     result.update(scores)
     result["sample_grid"] = grid
+    evaluations = Evaluations(exp)
+    try:
+        result["evals"] = evaluations.run(state, record=False)
+    finally:
+        evaluations.close()
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "eval", f"eval_step_{int(state.step):07d}.json"), "w") as f:
             json.dump(result, f, indent=2)

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -27,6 +28,7 @@ from gan_jax.train import parallel
 from gan_jax.train.checkpoint import Checkpoints, model_signature
 from gan_jax.train.optim import make_optimizers
 from gan_jax.train.state import TrainState, create_train_state
+from gan_jax.train.visualize import to_uint8
 
 PyTree = Any
 
@@ -50,6 +52,20 @@ class Experiment:
     def sample_fn(self):
         """jit(params, state, z) -> samples of the sampler network in inference mode; compiled once per run."""
         return jax.jit(lambda params, state, z: self.game.generate(params, state, z)[0])
+
+    def generate(self, state: TrainState, num_samples: int, seed: int) -> np.ndarray:
+        """`num_samples` samples of the EMA generator from latents of `seed`: uint8 NHWC images or float32 points.
+
+        Latents are drawn per batch from fold_in(seed, offset), so the first k samples do not depend on num_samples.
+        """
+        batch = self.config.batch_size
+        rng = jax.random.PRNGKey(seed)
+        out = []
+        for i in range(0, num_samples, batch):
+            z = self.game.sample_latents(jax.random.fold_in(rng, i), batch)
+            out.append(np.asarray(self.sample_fn(state.ema_params, state.ema_state, z)))
+        x = np.concatenate(out)[:num_samples]
+        return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
 
     def init_state(self) -> TrainState:
         """A fresh state, created directly with its replicated sharding."""

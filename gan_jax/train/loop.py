@@ -20,6 +20,7 @@ from clu import metric_writers, periodic_actions
 
 from gan_jax.train import parallel, visualize
 from gan_jax.train.checkpoint import CheckpointError
+from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
 from gan_jax.train.state import TrainState
 from gan_jax.train.step import make_train_step
@@ -141,8 +142,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         jax.device_count(),
     )
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+    evaluations = Evaluations(exp, writer=writer, is_main=is_main)
     if is_main:
         _trim_metrics_log(metrics_path, start)
+        evaluations.trim(start)
 
     replicated = parallel.replicated(exp.mesh)
     train_step = jax.jit(
@@ -158,7 +162,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
 
     def batches_from(step: int):
@@ -212,6 +215,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
         if is_main:
             _trim_metrics_log(metrics_path, step)
+            evaluations.trim(step)
 
     try:
         with _StopOnSignal() as stop:
@@ -241,14 +245,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps({"step": step, **means}) + "\n")
                 if step % config.sample_every == 0 or step == total:
-                    scores = draw_samples(exp, state, os.path.join(workdir, "samples", f"step_{step:07d}.png"), writer)
-                    if scores:
-                        writer.write_scalars(step, {f"modes/{k}": v for k, v in scores.items()})
+                    # (the 2-D scatter's title shows its mode count; the scores are logged by the "modes" evaluator)
+                    draw_samples(exp, state, os.path.join(workdir, "samples", f"step_{step:07d}.png"), writer)
                     if is_main and os.path.exists(metrics_path):
                         visualize.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
                 if step % config.checkpoint_every == 0 or boundary:
                     save(step, state)
                     last_saved = step
+                due = evaluations.due(step, total) if stop.received is None else []
+                if due:
+                    if pending is not None and diverged(pending):  # never evaluate a state that went non-finite
+                        roll_back(pending[0])
+                        continue
+                    pending = None
+                    evaluations.run(state, due)
                 if stop.received is not None:
                     break
             if pending is not None and diverged(pending):  # only reachable when the last step was not a boundary
@@ -269,6 +279,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             log.info("Finished at step %d; samples in %s", step, os.path.join(workdir, "samples"))
     finally:
         batches.close()
+        evaluations.close()
         try:
             exp.checkpoints.close()
         except Exception:  # noqa: BLE001 - already reported above

@@ -1,0 +1,158 @@
+"""The evaluator registry: what `config.evals` can name, run during training and by `run.py --mode=eval`.
+
+As in big_vision, a config lists its evaluators by name, each a ConfigDict with a `type` from `EVALUATORS` and the
+fields that type reads (defaults in `default_spec`):
+
+    c.evals.fid = evaluator_spec("inception", every=0, metrics="fid,kid,pr", num_samples=10_000, split="test")
+
+An evaluator sees samples only, through `EvalContext.generate` (num_samples, seed) -> uint8 NHWC images or float32
+2-D points, never the training state, so the same evaluator serves training, `--mode=eval` and any other sampler.
+It returns flat float scores (logged to TensorBoard as `<name>/<score>`) and the protocol that produced them (stored
+beside every score in `evals.jsonl`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+Scores = dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+    """What an evaluator may use: a sampler and the run's data config (for the reference split)."""
+
+    generate: Callable[[int, int], np.ndarray]  # (num_samples, seed) -> samples
+    data: ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    scores: Scores
+    protocol: dict[str, Any]
+
+
+Evaluator = Callable[[ml_collections.ConfigDict, EvalContext], EvalResult]
+
+INCEPTION_METRICS = ("fid", "kid", "pr", "is")
+
+# Fields every evaluator spec has, then each type's own fields with their defaults.
+_COMMON = {"type": "", "every": 0, "num_samples": 1000, "seed": 0}
+_FIELDS: dict[str, dict[str, Any]] = {
+    # Inception-feature metrics against a real split of the run's dataset (or `dataset` if set).
+    "inception": {
+        "metrics": "fid,kid,pr",
+        "dataset": "",
+        "split": "test",
+        "num_real": 10_000,
+        "batch_size": 50,
+        "inception_logits": "",  # weight file of the 2048 -> 1008 logits layer, needed by "is"
+    },
+    # The 2-D mixtures (PacGAN / VEEGAN protocol): modes, high-quality share, reverse KL.
+    "modes": {},
+    # Stacked MNIST (1,000 modes) through gan_jax's MNIST classifier: modes and KL to uniform.
+    "stacked_mnist": {},
+}
+
+
+def evaluator_spec(type_: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A complete spec for `config.evals.<name>`: the type's defaults with `fields` applied.
+
+    Every field exists in the spec, so `--config.evals.<name>.<field>=` can override any of them and a misspelt
+    field is rejected by ml_collections.
+    """
+    if type_ not in _FIELDS:
+        raise ValueError(f"unknown evaluator type {type_!r}; choose one of {', '.join(_FIELDS)}")
+    spec = {**_COMMON, **_FIELDS[type_], "type": type_}
+    unknown = sorted(set(fields) - set(spec))
+    if unknown:
+        raise ValueError(f"evaluator {type_!r} has no field {unknown[0]!r}; its fields: {', '.join(sorted(spec))}")
+    spec.update(fields)
+    return ml_collections.ConfigDict(spec)
+
+
+def validate_spec(name: str, spec: ml_collections.ConfigDict) -> str | None:
+    """The first problem of `config.evals.<name>`, as 'field: message', or None."""
+    if spec.get("type") not in _FIELDS:
+        return f"type: unknown evaluator type {spec.get('type')!r}; choose one of {', '.join(_FIELDS)}"
+    expected = {**_COMMON, **_FIELDS[spec.type]}
+    missing = sorted(set(expected) - set(spec))
+    if missing:
+        return f"{missing[0]}: missing; build the spec with gan_jax.metrics.evaluators.evaluator_spec"
+    if spec.every < 0:
+        return "every: must be >= 0 (0 runs it only in --mode=eval)"
+    if spec.num_samples < 2:
+        return "num_samples: must be >= 2"
+    if spec.type == "inception":
+        metrics = [m.strip() for m in spec.metrics.split(",") if m.strip()]
+        bad = [m for m in metrics if m not in INCEPTION_METRICS]
+        if not metrics or bad:
+            return f"metrics: choose from {', '.join(INCEPTION_METRICS)} (comma-separated)"
+        if spec.num_real < 2:
+            return "num_real: must be >= 2"
+        if spec.batch_size < 1:
+            return "batch_size: must be positive"
+    return None
+
+
+def _inception(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    from gan_jax.metrics.inception import fid_features
+    from gan_jax.metrics.reference import reference_features
+    from gan_jax.metrics.scores import scores_from_features
+
+    metrics = [m.strip() for m in spec.metrics.split(",") if m.strip()]
+    real, real_protocol = reference_features(
+        spec.dataset or ctx.data.name,
+        spec.split,
+        spec.num_real,
+        resolution=ctx.data.resolution,
+        data_dir=ctx.data.data_dir,
+    )
+    fake_images = ctx.generate(spec.num_samples, spec.seed)
+    fake = fid_features(fake_images, batch_size=spec.batch_size)
+    scores, protocol = scores_from_features(real, fake, metrics, inception_logits=spec.inception_logits or None)
+    protocol = dict(real_protocol, **protocol, num_fake=len(fake), fake_seed=spec.seed)
+    return EvalResult(scores, protocol)
+
+
+def _modes(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    from gan_jax.data.mixtures import mixture_params
+    from gan_jax.metrics.modes import mode_coverage
+
+    means, std = mixture_params(ctx.data.name, ctx.data.std)
+    scores = mode_coverage(ctx.generate(spec.num_samples, spec.seed), means, std)
+    protocol = {
+        "metric": "mode coverage (VEEGAN / PacGAN): nearest true mean, high quality within 3 std",
+        "mixture": ctx.data.name,
+        "std": std,
+        "num_fake": spec.num_samples,
+        "fake_seed": spec.seed,
+    }
+    return EvalResult({k: float(v) for k, v in scores.items()}, protocol)
+
+
+def _stacked_mnist(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    from gan_jax.metrics.classifier import mnist_classifier
+    from gan_jax.metrics.stacked_mnist import stacked_mnist_modes
+
+    classifier = mnist_classifier()
+    scores = stacked_mnist_modes(ctx.generate(spec.num_samples, spec.seed), classifier)
+    protocol = {
+        "metric": "stacked MNIST modes (PacGAN / VEEGAN): each channel classified, 1000 modes, KL to uniform",
+        "classifier_test_accuracy": classifier.test_accuracy,
+        "num_fake": spec.num_samples,
+        "fake_seed": spec.seed,
+    }
+    return EvalResult({k: float(v) for k, v in scores.items()}, protocol)
+
+
+EVALUATORS: dict[str, Evaluator] = {"inception": _inception, "modes": _modes, "stacked_mnist": _stacked_mnist}
+
+
+def run_evaluator(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    return EVALUATORS[spec.type](spec, ctx)

@@ -1,0 +1,92 @@
+"""The evaluator registry in training: when evals run, what they write, the best checkpoint, and that evaluating never
+changes the course of training."""
+
+import json
+import os
+import tempfile
+
+import pytest
+
+from gan_jax.config import ConfigError, load_config
+from gan_jax.metrics.evaluators import evaluator_spec
+from gan_jax.train.checkpoint import state_digest
+from gan_jax.train.loop import train
+
+
+def _rows(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "evals.jsonl"))]
+
+
+@pytest.fixture(scope="module")
+def mog_run():
+    workdir = tempfile.mkdtemp()
+    state = train(load_config("configs/gan_mog.py:smoke"), workdir)
+    return workdir, state
+
+
+def test_evals_run_when_due_with_their_protocol(mog_run):
+    workdir, _ = mog_run
+    rows = _rows(workdir)
+    assert [(r["step"], r["eval"]) for r in rows] == [(10, "modes"), (20, "modes")]
+    for r in rows:
+        assert set(r["scores"]) == {"modes", "num_modes", "high_quality_pct", "reverse_kl", "num_samples"}
+        assert r["scores"]["num_samples"] == 2500 and r["scores"]["num_modes"] == 8
+        assert r["protocol"]["mixture"] == "ring" and r["protocol"]["num_fake"] == 2500
+
+
+def test_best_checkpoint_is_the_best_score(mog_run):
+    workdir, _ = mog_run
+    rows = _rows(workdir)
+    best_row = min(rows, key=lambda r: r["scores"]["reverse_kl"])
+    best = json.load(open(os.path.join(workdir, "best.json")))
+    assert best["step"] == best_row["step"] and best["value"] == best_row["scores"]["reverse_kl"]
+    assert best["metric"] == "modes/reverse_kl" and best["mode"] == "min"
+    assert os.listdir(os.path.join(workdir, "checkpoints_best")) == [str(best_row["step"])]
+
+
+def test_evaluating_does_not_change_training(mog_run):
+    _, with_evals = mog_run
+    config = load_config("configs/gan_mog.py:smoke")
+    config.evals = {}
+    config.best_metric = ""
+    without = train(config, tempfile.mkdtemp())
+    assert state_digest(without) == state_digest(with_evals)
+
+
+def test_resume_trims_the_eval_log_and_keeps_the_best_record(mog_run, tmp_path):
+    workdir, _ = mog_run
+    config = load_config("configs/gan_mog.py:smoke")
+    config.num_train_steps = 30
+    train(config, workdir)
+    steps = [r["step"] for r in _rows(workdir)]
+    assert steps == [10, 20, 30]
+    best = json.load(open(os.path.join(workdir, "best.json")))
+    assert best["value"] == min(r["scores"]["reverse_kl"] for r in _rows(workdir))
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("evals.modes.type", "bogus", "config.evals.modes.type"),
+        ("evals.modes.every", -1, "config.evals.modes.every"),
+        ("evals.modes.num_samples", 1, "config.evals.modes.num_samples"),
+        ("best_metric", "nothing/fid", "config.best_metric"),
+        ("best_mode", "lowest", "config.best_mode"),
+    ],
+)
+def test_bad_eval_fields_are_named(field, value, message):
+    from gan_jax.config import validate
+
+    config = load_config("configs/gan_mog.py:smoke")
+    config.update_from_flattened_dict({field: value})
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate(config)
+
+
+def test_evaluator_spec_rejects_unknown_fields_and_types():
+    with pytest.raises(ValueError, match="no field 'num_smaples'"):
+        evaluator_spec("modes", num_smaples=10)
+    with pytest.raises(ValueError, match="unknown evaluator type"):
+        evaluator_spec("fidd")
+    spec = evaluator_spec("inception", num_samples=50)
+    assert spec.metrics == "fid,kid,pr" and spec.num_samples == 50 and spec.every == 0
