@@ -100,40 +100,37 @@ def validate_spec(name: str, spec: ml_collections.ConfigDict) -> str | None:
     return None
 
 
-def _inception(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
-    from gan_jax.metrics.inception import fid_features
-    from gan_jax.metrics.reference import reference_features
-    from gan_jax.metrics.scores import scores_from_features
+def _flatten(results: dict[str, dict[str, Any]]) -> EvalResult:
+    """{metric: {score: value, ..., "protocol": {...}}} -> flat scores, and the protocols by metric."""
+    scores = {k: float(v) for r in results.values() for k, v in r.items() if k != "protocol"}
+    return EvalResult(scores, {metric: r["protocol"] for metric, r in results.items()})
 
-    metrics = [m.strip() for m in spec.metrics.split(",") if m.strip()]
-    real, real_protocol = reference_features(
-        spec.dataset or ctx.data.name,
-        spec.split,
-        spec.num_real,
-        resolution=ctx.data.resolution,
-        data_dir=ctx.data.data_dir,
+
+def _inception(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    from gan_jax.metrics.reference import reference_features
+    from gan_jax.metrics.scores import evaluate_images
+
+    dataset = spec.dataset or ctx.data.name
+    real, info = reference_features(
+        dataset, spec.split, spec.num_real, resolution=ctx.data.resolution, data_dir=ctx.data.data_dir
     )
-    fake_images = ctx.generate(spec.num_samples, spec.seed)
-    fake = fid_features(fake_images, batch_size=spec.batch_size)
-    scores, protocol = scores_from_features(real, fake, metrics, inception_logits=spec.inception_logits or None)
-    protocol = dict(real_protocol, **protocol, num_fake=len(fake), fake_seed=spec.seed)
-    return EvalResult(scores, protocol)
+    results = evaluate_images(
+        None,
+        ctx.generate(spec.num_samples, spec.seed),
+        spec.metrics,
+        real_features=real,
+        batch_size=spec.batch_size,
+        reference=f"{dataset}:{spec.split}",
+        reference_info=info,
+        inception_logits=spec.inception_logits or None,
+    )
+    return _flatten(results)
 
 
 def _modes(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
-    from gan_jax.data.mixtures import mixture_params
-    from gan_jax.metrics.modes import mode_coverage
+    from gan_jax.metrics.scores import evaluate_points
 
-    means, std = mixture_params(ctx.data.name, ctx.data.std)
-    scores = mode_coverage(ctx.generate(spec.num_samples, spec.seed), means, std)
-    protocol = {
-        "metric": "mode coverage (VEEGAN / PacGAN): nearest true mean, high quality within 3 std",
-        "mixture": ctx.data.name,
-        "std": std,
-        "num_fake": spec.num_samples,
-        "fake_seed": spec.seed,
-    }
-    return EvalResult({k: float(v) for k, v in scores.items()}, protocol)
+    return _flatten(evaluate_points(ctx.generate(spec.num_samples, spec.seed), ctx.data.name, std=ctx.data.std))
 
 
 def _stacked_mnist(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
@@ -146,7 +143,6 @@ def _stacked_mnist(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalRes
         "metric": "stacked MNIST modes (PacGAN / VEEGAN): each channel classified, 1000 modes, KL to uniform",
         "classifier_test_accuracy": classifier.test_accuracy,
         "num_fake": spec.num_samples,
-        "fake_seed": spec.seed,
     }
     return EvalResult({k: float(v) for k, v in scores.items()}, protocol)
 
@@ -155,4 +151,6 @@ EVALUATORS: dict[str, Evaluator] = {"inception": _inception, "modes": _modes, "s
 
 
 def run_evaluator(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
-    return EVALUATORS[spec.type](spec, ctx)
+    """Runs one spec; the protocol gains the evaluator type and the seed of the fake samples."""
+    result = EVALUATORS[spec.type](spec, ctx)
+    return EvalResult(result.scores, {"evaluator": spec.type, "fake_seed": spec.seed, **result.protocol})

@@ -2,14 +2,15 @@
 
     d^2 = ||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))
 
-computed in float64. `tr(sqrtm(sigma1 @ sigma2))` comes from `scipy.linalg.sqrtm` (as pytorch-fid and the TensorFlow
-reference do) when scipy is importable, else from an eigen-decomposition: sigma1 @ sigma2 is similar to the symmetric
-PSD matrix sqrt(sigma1) @ sigma2 @ sqrt(sigma1), so the trace is the sum of the square roots of its eigenvalues.
+computed in float64. By default `tr(sqrtm(sigma1 @ sigma2))` comes from symmetric eigen-decompositions: sigma1 @ sigma2
+is similar to the symmetric PSD matrix sqrt(sigma1) @ sigma2 @ sqrt(sigma1), so the trace is the sum of the square
+roots of its eigenvalues. That is exact, and 6x faster than `scipy.linalg.sqrtm` of the product (1.6 s against 10 s
+for 2048 features on 2 CPU cores), which pytorch-fid and the TensorFlow reference use and `method="scipy"` selects;
+the two agree to about 1e-12 relative on full-rank covariances (tests/metrics/test_fid.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import numpy as np
@@ -60,8 +61,9 @@ def _trace_sqrt_product_scipy(sigma1: np.ndarray, sigma2: np.ndarray, eps: float
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = "auto") -> float:
     """The squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
-    method: "scipy" (scipy.linalg.sqrtm of the product, the reference FID computation), "eigh" (numpy only), or
-    "auto" (scipy when importable). `eps` is added to the diagonals when sqrtm of a singular product is not finite.
+    method: "eigh" (symmetric eigen-decompositions, numpy only), "scipy" (scipy.linalg.sqrtm of the product, the
+    reference implementations' computation), or "auto" (= "eigh"). With "scipy", `eps` is added to the diagonals when
+    sqrtm of a singular product is not finite.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -71,7 +73,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = 
             f"{sigma2.shape}"
         )
     if method == "auto":
-        method = "scipy" if importlib.util.find_spec("scipy") is not None else "eigh"
+        method = "eigh"
     if method == "scipy":
         tr_covmean = _trace_sqrt_product_scipy(sigma1, sigma2, eps)
     elif method == "eigh":

@@ -16,6 +16,11 @@ FID-specific details kept from the TensorFlow graph:
 299x299 with its "nv_bilinear_float" mode (bilinear sampling at source coordinate `i * in / out`, edge-clamped, no
 rounding: TensorFlow's `resize_bilinear` without half-pixel centers, as in the NVIDIA/StyleGAN FID code), then mapped
 to the model's input range [-1, 1 - 1/128] (that is, `x / 128 - 1` for 0..255 pixels). Grayscale is repeated to RGB.
+
+`fid_features` runs data parallel: each batch is split over this process's devices along a 'data' mesh axis (the
+project's mesh helpers, `gan_jax.train.parallel`), with the parameters replicated: each device runs
+batch_size / devices images of every batch, and the features do not depend on the device count (tested with 8
+simulated CPU devices).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 
 from gan_jax.metrics.inception_weights import load_inception_weights
+from gan_jax.train import parallel
 
 FID_SIZE = 299
 FEATURE_DIM = 2048
@@ -295,9 +302,20 @@ def _conv_specs() -> dict[tuple[str, ...], dict]:
 
 
 @functools.lru_cache(maxsize=1)
+def feature_mesh() -> Mesh:
+    """A 'data' mesh over this process's devices.
+
+    Local, not global: each process extracts features of its own images, with no collective across hosts, so a
+    multi-host job may call `fid_features` from any process (or from all of them with different images).
+    """
+    return Mesh(np.asarray(jax.local_devices()), (parallel.DATA_AXIS,))
+
+
+@functools.lru_cache(maxsize=1)
 def fid_inception_params() -> dict:
-    """The converted Flax parameters (weights read from the cached .npz, converted once per process)."""
-    return jax.device_put(convert_params(load_inception_weights()))
+    """The converted Flax parameters (weights read from the cached .npz, converted once per process), replicated
+    over `feature_mesh()`."""
+    return jax.device_put(convert_params(load_inception_weights()), parallel.replicated(feature_mesh()))
 
 
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -330,15 +348,23 @@ def preprocess(images, size: int = FID_SIZE):
     return jnp.clip(x * (hi - lo) + lo, lo, hi)
 
 
-@jax.jit
-def _features(params, images):
+def _apply(params, images):
     return InceptionV3FID().apply({"params": params}, preprocess(images))
+
+
+@functools.lru_cache(maxsize=4)
+def _sharded_features(mesh: Mesh):
+    """`_apply` jitted with the batch split over the mesh's 'data' axis and the parameters replicated."""
+    batch = parallel.batch_sharding(mesh)
+    return jax.jit(_apply, in_shardings=(parallel.replicated(mesh), batch), out_shardings=batch)
 
 
 def fid_features(images, batch_size: int = 32) -> np.ndarray:
     """Pool3 features (N, 2048) float32 of NHWC (or NHW) uint8 images of any size, in batches of `batch_size`.
 
-    The last batch is padded to `batch_size` so that every batch reuses one compiled program per image size.
+    Each batch is split over this process's devices (`feature_mesh`), so `batch_size` is rounded up to a multiple of
+    the device count. The last batch is zero-padded to the full size, so that every batch reuses one compiled
+    program per image size; a batch's features are fetched while the next one runs.
     """
     images = np.asarray(images)
     if images.ndim == 3:
@@ -348,13 +374,23 @@ def fid_features(images, batch_size: int = 32) -> np.ndarray:
     n = len(images)
     if n == 0:
         return np.zeros((0, FEATURE_DIM), np.float32)
+    mesh = feature_mesh()
     params = fid_inception_params()
+    features = _sharded_features(mesh)
+    batch_sharding = parallel.batch_sharding(mesh)
+    devices = mesh.devices.size
     batch_size = max(1, min(batch_size, n))
-    out = []
+    batch_size = -(-batch_size // devices) * devices
+    out: list[np.ndarray] = []
+    pending: tuple[jax.Array, int] | None = None
     for start in range(0, n, batch_size):
         batch = images[start : start + batch_size]
         k = len(batch)
         if k < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - k, *batch.shape[1:]), batch.dtype)])
-        out.append(np.asarray(_features(params, batch))[:k])
+        running = (features(params, jax.device_put(batch, batch_sharding)), k)
+        if pending is not None:
+            out.append(np.asarray(pending[0])[: pending[1]])
+        pending = running
+    out.append(np.asarray(pending[0])[: pending[1]])
     return np.concatenate(out).astype(np.float32, copy=False)

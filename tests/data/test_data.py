@@ -418,3 +418,47 @@ def test_prepared_tfds_dataset(tfds_dir: Path, name: str, lazy: bool) -> None:
         get_dataset(data_config(name=name, data_dir=str(tfds_dir), split="valid", resolution=8), seed=0)
     with pytest.raises(ValueError, match="config.data.resolution"):
         get_dataset(data_config(name=name, data_dir=str(tfds_dir)), seed=0)  # varied sizes, native requested
+
+
+# --------------------------------------------------------------------------------------------------- Stacked MNIST
+
+
+def test_stacked_mnist() -> None:
+    from gan_jax.data.sources import _mnist_splits
+
+    ds = get_dataset(data_config(name="stacked_mnist", resolution=32), seed=0)
+    assert (ds.kind, ds.shape, ds.num_examples, ds.num_classes) == ("image", (32, 32, 3), 128_000, 1000)
+    b = ds.batch(5, 64)
+    assert b["x"].shape == (64, 32, 32, 3) and b["x"].dtype == np.float32 and b["label"].dtype == np.int32
+    assert b["x"].min() == -1.0 and b["x"].max() == 1.0 and np.all(b["x"][:, :2] == -1.0)
+    np.testing.assert_array_equal(ds.batch(5, 64)["x"], b["x"])
+    # Channel c of example i is MNIST training digit triplets[i, c] (train + validation, 60k), padded; the label is
+    # the three digits' labels read as a number.
+    splits = _mnist_splits()
+    digits = np.concatenate([splits["train"][0], splits["validation"][0]])[..., 0]
+    digit_labels = np.concatenate([splits["train"][1], splits["validation"][1]])
+    idx = ds.example_indices(5, 64)
+    t = ds.source.triplets[idx]
+    for c in range(3):
+        np.testing.assert_array_equal(np.round((b["x"][:, 2:30, 2:30, c] + 1) * 127.5), digits[t[:, c]])
+    np.testing.assert_array_equal(
+        b["label"], 100 * digit_labels[t[:, 0]] + 10 * digit_labels[t[:, 1]] + digit_labels[t[:, 2]]
+    )
+    # Digits are drawn uniformly over the training digits, and the modes cover all 1,000 labels.
+    all_t = ds.source.triplets
+    assert all_t.min() == 0 and all_t.max() == len(digits) - 1 and abs(all_t.mean() - (len(digits) - 1) / 2) < 300
+    assert len(np.unique(ds.source.labels)) == 1000
+    # The set is fixed whatever the run seed (which only shuffles it); num_examples takes its first examples.
+    other = get_dataset(data_config(name="stacked_mnist", num_examples=1000), seed=7)
+    assert other.num_examples == 1000 and other.shape == (28, 28, 3)
+    np.testing.assert_array_equal(other.get(np.arange(1000))["x"], ds.get(np.arange(1000))["x"][:, 2:30, 2:30])
+    np.testing.assert_array_equal(other.source.triplets, all_t[:1000])
+    assert not np.array_equal(other.example_indices(0, 64), ds.example_indices(0, 64))
+    # The test split stacks the 10k test digits; channels=1 averages R, G and B.
+    test = get_dataset(data_config(name="stacked_mnist", split="test"), seed=0)
+    assert test.num_examples == 26_000 and test.source.triplets.max() < 10_000
+    grey = get_dataset(data_config(name="stacked_mnist", split="test", channels=1), seed=0).get([0, 1])["x"]
+    rgb = test.get([0, 1])["x"]
+    np.testing.assert_allclose(grey[..., 0], np.round((rgb + 1) * 127.5).mean(-1).round() / 127.5 - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="config.data.split"):
+        get_dataset(data_config(name="stacked_mnist", split="validation"), seed=0)

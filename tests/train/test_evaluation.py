@@ -31,7 +31,8 @@ def test_evals_run_when_due_with_their_protocol(mog_run):
     for r in rows:
         assert set(r["scores"]) == {"modes", "num_modes", "high_quality_pct", "reverse_kl", "num_samples"}
         assert r["scores"]["num_samples"] == 2500 and r["scores"]["num_modes"] == 8
-        assert r["protocol"]["mixture"] == "ring" and r["protocol"]["num_fake"] == 2500
+        assert r["protocol"]["evaluator"] == "modes" and r["protocol"]["fake_seed"] == 0
+        assert r["protocol"]["modes"]["mixture"] == "ring" and r["protocol"]["modes"]["num_fake"] == 2500
 
 
 def test_best_checkpoint_is_the_best_score(mog_run):
@@ -90,3 +91,22 @@ def test_evaluator_spec_rejects_unknown_fields_and_types():
         evaluator_spec("fidd")
     spec = evaluator_spec("inception", num_samples=50)
     assert spec.metrics == "fid,kid,pr" and spec.num_samples == 50 and spec.every == 0
+
+
+def test_inception_scores_during_training_keep_the_best_by_fid(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_JAX_CACHE", str(tmp_path / "cache"))
+    config = load_config("configs/dcgan.py:smoke")
+    config.evals.fid.every = 3  # the smoke variant scores 16 samples against 16 test digits
+    workdir = str(tmp_path / "run")
+    train(config, workdir)
+    rows = _rows(workdir)
+    assert [(r["step"], r["eval"]) for r in rows] == [(3, "fid"), (6, "fid")]
+    for r in rows:
+        assert set(r["scores"]) == {"fid", "kid", "kid_std", "precision", "recall"}
+        assert r["scores"]["fid"] > 0 and 0 <= r["scores"]["precision"] <= 1 and 0 <= r["scores"]["recall"] <= 1
+        fid = r["protocol"]["fid"]
+        assert fid["num_real"] == 16 and fid["num_fake"] == 16 and fid["reference"] == "mnist:test"
+        assert len(fid["weights_sha256"]) == 64
+    best = json.load(open(os.path.join(workdir, "best.json")))
+    assert best["value"] == min(r["scores"]["fid"] for r in rows)
+    assert (tmp_path / "cache" / "reference").is_dir()  # the real features were cached for the next run
