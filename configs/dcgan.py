@@ -27,6 +27,7 @@ def get_config(arg: str = "mnist"):
     c.model.z_dim = 100
     c.model.g_width = 128
     c.model.d_width = 128
+    c.model.d_minibatch_std = 0  # minibatch std group size before D's last layer; 0 = off (README: mitigations)
     c.loss = "non_saturating"
     c.batch_size = 128
     # 800 steps (about 1.7 epochs of MNIST) fit in 10 minutes on 2 CPU cores at ~1.45 steps/s.

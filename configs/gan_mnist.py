@@ -25,6 +25,7 @@ def get_config(arg: str = ""):
     c.model.d_hidden = (240, 240)
     c.model.d_pieces = 5
     c.model.d_dropout = 0.5
+    c.model.d_minibatch_std = 0  # minibatch std group size before D's last layer; 0 = off (README: mitigations)
     c.batch_size = 100
     c.num_train_steps = 5_000
     c.log_every, c.sample_every, c.checkpoint_every = 100, 1_000, 1_000

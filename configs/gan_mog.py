@@ -28,6 +28,7 @@ def get_config(arg: str = "ring"):
     c.model.d_hidden = (200, 200, 200)
     c.model.d_pieces = 5
     c.model.d_dropout = 0.0
+    c.model.d_minibatch_std = 0  # minibatch std group size before D's last layer; 0 = off (README: mitigations)
     c.batch_size = 100
     for player in ("g", "d"):
         c.optim[player].lr = 1e-4

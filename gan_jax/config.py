@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = "non_saturating"
     c.gp_weight = 0.0  # WGAN-GP penalty weight (Gulrajani et al.: 10)
     c.r1_gamma = 0.0  # R1 penalty gamma (Mescheder et al.)
+    # Mode-collapse mitigations, for any model (a model's own switch, e.g. model.d_minibatch_std, is a model field).
+    c.pack = 1  # PacGAN (Lin et al. 2018): D judges packs of this many samples stacked on the channel axis; 1 = off
+    c.diffaugment = ""  # DiffAugment (Zhao et al. 2020) policy for images, e.g. "color,translation,cutout"; "" = off
+    c.unroll_steps = 0  # unrolled GAN (Metz et al. 2017): G's loss against D advanced this many look-ahead steps
     c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
 
@@ -106,6 +110,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.loss in LOSSES, "loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
     need(config.gp_weight >= 0, "gp_weight", "must be >= 0")
     need(config.r1_gamma >= 0, "r1_gamma", "must be >= 0")
+    _validate_mitigations(config, need)
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
     need(config.model.z_dim > 0, "model.z_dim", "must be positive")
     need(config.model.z_dist in Z_DISTRIBUTIONS, "model.z_dist", f"choose one of {', '.join(Z_DISTRIBUTIONS)}")
@@ -129,6 +134,26 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.data.channels in (0, 1, 3), "data.channels", "must be 0 (native), 1 or 3")
     need(config.data.resolution >= 0, "data.resolution", "must be >= 0")
     _validate_evals(config, need)
+
+
+def _validate_mitigations(config: ml_collections.ConfigDict, need) -> None:
+    from gan_jax.objectives.augment import parse_policy
+
+    need(config.pack >= 1, "pack", "must be >= 1 (1 = no packing)")
+    need(config.unroll_steps >= 0, "unroll_steps", "must be >= 0 (0 = no unrolling)")
+    need(config.batch_size % config.pack == 0, "pack", f"must divide the batch size ({config.batch_size})")
+    try:
+        parse_policy(config.diffaugment)
+    except ValueError as e:
+        need(False, "diffaugment", str(e))
+    group = config.model.get("d_minibatch_std", 0)
+    need(group >= 0, "model.d_minibatch_std", "is a group size and must be >= 0 (0 = off)")
+    d_batch = config.batch_size // config.pack  # the examples in one D call
+    need(
+        group == 0 or d_batch % min(group, d_batch) == 0,
+        "model.d_minibatch_std",
+        f"the group size must divide D's batch (batch_size / pack = {d_batch}) or exceed it",
+    )
 
 
 def _validate_evals(config: ml_collections.ConfigDict, need) -> None:

@@ -10,14 +10,17 @@ from gan_jax.layers.conv import (
     resolve_conv_impl,
     set_conv_impl,
 )
+from gan_jax.layers.minibatch_std import MinibatchStd, minibatch_std
 
 __all__ = [
     "Conv2D",
     "ConvTranspose2D",
+    "MinibatchStd",
     "conv2d",
     "conv_impl",
     "conv_transpose2d",
     "get_conv_impl",
+    "minibatch_std",
     "resolve_conv_impl",
     "set_conv_impl",
 ]

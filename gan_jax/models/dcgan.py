@@ -3,6 +3,8 @@
 G: z as a 1x1 map -> 4x4 transposed conv -> stride-2 transposed convs halving the channels -> tanh image.
 D: the mirror image with stride-2 convs, LeakyReLU(0.2), no batch norm on its first layer, a 4x4 valid conv to one
 logit. `width` is the channel count next to the image (128 in the paper's 32x32 CIFAR models: G 512-256-128).
+`minibatch_std` > 0 appends a minibatch standard deviation channel (group size `minibatch_std`, Karras et al. 2018)
+before D's last conv, against mode collapse; 0 (the default) leaves D as in the paper.
 Weights are drawn from N(0, 0.02) and batch-norm scales from N(1, 0.02), as in the paper's reference code.
 The convolutions are gan_jax's layers, which take a fast formulation on CPU with the same parameters.
 """
@@ -15,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.layers import Conv2D, ConvTranspose2D
+from gan_jax.layers import Conv2D, ConvTranspose2D, MinibatchStd
 
 _init = nn.initializers.normal(0.02)
 
@@ -57,6 +59,7 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     width: int = 128
+    minibatch_std: int = 0  # group size of the minibatch std channel before the last conv; 0 = none
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -68,12 +71,18 @@ class DCGANDiscriminator(nn.Module):
             ch *= 2
             h = Conv2D(ch, 4, stride=2, padding=1, use_bias=False, kernel_init=_init)(h)
             h = nn.leaky_relu(_bn(train)(h), 0.2)
+        if self.minibatch_std > 0:
+            h = MinibatchStd(self.minibatch_std)(h)
         h = Conv2D(1, 4, stride=1, padding=0, kernel_init=_init)(h)  # 4x4 -> 1x1
         return h.reshape(x.shape[0])
 
 
-def build(data_shape: tuple[int, ...], *, g_width: int = 128, d_width: int = 128) -> tuple[nn.Module, nn.Module]:
+def build(
+    data_shape: tuple[int, ...], *, g_width: int = 128, d_width: int = 128, d_minibatch_std: int = 0
+) -> tuple[nn.Module, nn.Module]:
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise ValueError(f"DCGAN needs square images (H, W, C), got data of shape {tuple(data_shape)}")
+    if d_minibatch_std < 0:
+        raise ValueError(f"d_minibatch_std is a group size (0 = off), not {d_minibatch_std}")
     _num_upsamplings(data_shape[0])
-    return DCGANGenerator(tuple(data_shape), g_width), DCGANDiscriminator(d_width)
+    return DCGANGenerator(tuple(data_shape), g_width), DCGANDiscriminator(d_width, d_minibatch_std)

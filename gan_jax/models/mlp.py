@@ -1,7 +1,8 @@
 """Goodfellow et al. (2014) fully connected GAN: ReLU generator, maxout discriminator.
 
 Used for the 2014 paper's MNIST model and for the 2-D mixture-of-Gaussians protocol of PacGAN/VEEGAN, whose networks
-are the same shape with other widths (400-unit ReLU generator, 200-unit maxout(5) discriminator).
+are the same shape with other widths (400-unit ReLU generator, 200-unit maxout(5) discriminator). `d_minibatch_std`
+> 0 appends a minibatch standard deviation feature (Karras et al. 2018) before D's last layer; 0 (default) does not.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gan_jax.layers import MinibatchStd
 
 
 class MLPGenerator(nn.Module):
@@ -42,6 +45,7 @@ class MLPDiscriminator(nn.Module):
     hidden: Sequence[int] = (240, 240)
     pieces: int = 5
     dropout: float = 0.0
+    minibatch_std: int = 0  # group size of the minibatch std feature before the last layer; 0 = none
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -51,6 +55,8 @@ class MLPDiscriminator(nn.Module):
             h = jnp.max(h.reshape(h.shape[0], width, self.pieces), axis=-1)
             if self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        if self.minibatch_std > 0:
+            h = MinibatchStd(self.minibatch_std)(h)
         return nn.Dense(1)(h)[:, 0]
 
 
@@ -62,8 +68,11 @@ def build(
     d_hidden: Sequence[int] = (240, 240),
     d_pieces: int = 5,
     d_dropout: float = 0.0,
+    d_minibatch_std: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
+    if d_minibatch_std < 0:
+        raise ValueError(f"d_minibatch_std is a group size (0 = off), not {d_minibatch_std}")
     output = "linear" if len(data_shape) == 1 else "tanh"
     g = MLPGenerator(tuple(data_shape), tuple(g_hidden), g_batch_norm, output)
-    d = MLPDiscriminator(tuple(d_hidden), d_pieces, d_dropout)
+    d = MLPDiscriminator(tuple(d_hidden), d_pieces, d_dropout, d_minibatch_std)
     return g, d

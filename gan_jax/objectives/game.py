@@ -2,8 +2,9 @@
 
 The trainer knows only this interface, so a family with other networks (CycleGAN's two generators and two
 discriminators, a conditional GAN's label input) is a new game, not a new training loop. `UnconditionalGAN` covers
-Goodfellow's GAN and DCGAN: a generator from latents, a discriminator on examples, any loss of `losses.LOSSES`, and
-the WGAN-GP and R1 penalties.
+Goodfellow's GAN and DCGAN: a generator from latents, a discriminator on examples, any loss of `losses.LOSSES`, the
+WGAN-GP and R1 penalties, and two mode-collapse mitigations that work with any model because they only change what D
+is shown: PacGAN packing and DiffAugment (see `d_input`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.objectives.augment import diff_augment
 from gan_jax.objectives.losses import AdversarialLoss
+from gan_jax.objectives.packing import pack
 from gan_jax.objectives.regularizers import gradient_penalty, r1_penalty
 
 Array = jax.Array
 PyTree = Any
 LossOut = tuple[Array, tuple[dict[str, PyTree], dict[str, Array]]]
+# DiffAugment's keys are folded from a loss's rng with this constant rather than split from it, so that the other
+# random streams (latents, dropout, penalties) are the same with and without augmentation.
+_AUGMENT_SALT = 0x0A06
 
 
 def apply_network(
@@ -46,6 +52,8 @@ class UnconditionalGAN:
     z_dist: str = "normal"
     gp_weight: float = 0.0
     r1_gamma: float = 0.0
+    pack: int = 1  # PacGAN: D judges packs of this many samples, concatenated along the channel axis
+    diffaugment: str = ""  # DiffAugment policy ("color,translation,cutout") for every image D sees; "" = none
 
     # The networks by name, and the players in update order with the networks each one owns.
     networks: tuple[str, ...] = ("generator", "discriminator")
@@ -62,10 +70,17 @@ class UnconditionalGAN:
         g_rng, d_rng, z_rng = jax.random.split(rng, 3)
         z = self.sample_latents(z_rng, example.shape[0])
         g_vars = self.generator.init({"params": g_rng, "dropout": g_rng}, z, train=False)
-        d_vars = self.discriminator.init({"params": d_rng, "dropout": d_rng}, example, train=False)
+        d_vars = self.discriminator.init({"params": d_rng, "dropout": d_rng}, pack(example, self.pack), train=False)
         split = lambda v: (v["params"], {k: x for k, x in v.items() if k != "params"})  # noqa: E731
         (gp, gs), (dp, ds) = split(g_vars), split(d_vars)
         return {"generator": gp, "discriminator": dp}, {"generator": gs, "discriminator": ds}
+
+    def d_input(self, x: Array, aug_rng: Array | None) -> Array:
+        """What D is shown of a batch of examples: augmented (when a policy is set and `aug_rng` is given; None in
+        evaluation) and then packed, so each member of a pack gets its own augmentation. Differentiable in `x`."""
+        if self.diffaugment and aug_rng is not None:
+            x = diff_augment(x, self.diffaugment, aug_rng)
+        return pack(x, self.pack)
 
     def generate(self, params: PyTree, state: PyTree, z: Array, train: bool = False) -> tuple[Array, PyTree]:
         """Samples from the generator with its own parameters and state (live or EMA)."""
@@ -83,7 +98,12 @@ class UnconditionalGAN:
         z_rng, real_rng, fake_rng, pen_rng = jax.random.split(rng, 4)
         z = self.sample_latents(z_rng, real.shape[0])
         fake, g_state = apply_network(self.generator, params["generator"], state["generator"], z, train=True)
-        fake = jax.lax.stop_gradient(fake)
+        real_aug_rng, fake_aug_rng = jax.random.split(jax.random.fold_in(rng, _AUGMENT_SALT))
+        # Penalties below act on these: the augmented, packed inputs that D actually judges. `fake` keeps its
+        # dependence on G's parameters: D's own step differentiates D's parameters only, so nothing is back-propagated
+        # into G there, while an unrolled look-ahead (train/step.py) needs D's update to stay differentiable in G.
+        real = self.d_input(real, real_aug_rng)
+        fake = self.d_input(fake, fake_aug_rng)
         d_params, d_state = params["discriminator"], state["discriminator"]
         real_logits, d_state = apply_network(self.discriminator, d_params, d_state, real, train=True, rng=real_rng)
         fake_logits, d_state = apply_network(self.discriminator, d_params, d_state, fake, train=True, rng=fake_rng)
@@ -112,6 +132,7 @@ class UnconditionalGAN:
         z_rng, d_rng = jax.random.split(rng)
         z = self.sample_latents(z_rng, batch["x"].shape[0])
         fake, g_state = apply_network(self.generator, params["generator"], state["generator"], z, train=True)
+        fake = self.d_input(fake, jax.random.fold_in(rng, _AUGMENT_SALT))
         fake_logits, _ = apply_network(
             self.discriminator, params["discriminator"], state["discriminator"], fake, train=True, rng=d_rng
         )

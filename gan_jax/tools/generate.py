@@ -46,7 +46,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, ms = state.params, state.model_state
         z = game.sample_latents(rng, x.shape[0])
         fake, _ = apply_network(game.generator, params["generator"], ms["generator"], z, train=False)
-        d = lambda v: apply_network(game.discriminator, params["discriminator"], ms["discriminator"], v, train=False)[0]  # noqa: E731
+        d_params, d_state = params["discriminator"], ms["discriminator"]
+        d = lambda v: apply_network(game.discriminator, d_params, d_state, game.d_input(v, None), train=False)[0]  # noqa: E731
         real_logits, fake_logits = d(x), d(fake)
         return {
             "d_loss": game.loss.d(real_logits, fake_logits),

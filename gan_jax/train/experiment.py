@@ -87,6 +87,11 @@ def _state_initializer(game, optimizers, batch_size: int, data_shape: tuple[int,
 
 
 def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> UnconditionalGAN:
+    if config.diffaugment and len(data_shape) != 3:
+        raise ConfigError(
+            f"config.diffaugment={config.diffaugment!r}: DiffAugment needs images (H, W, C), "
+            f"not data of shape {tuple(data_shape)}"
+        )
     generator, discriminator = build_networks(config.model, data_shape)
     return UnconditionalGAN(
         generator=generator,
@@ -96,6 +101,8 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -
         z_dist=config.model.z_dist,
         gp_weight=config.gp_weight,
         r1_gamma=config.r1_gamma,
+        pack=config.pack,
+        diffaugment=config.diffaugment,
     )
 
 

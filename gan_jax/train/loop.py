@@ -22,6 +22,7 @@ from gan_jax.train import parallel, visualize
 from gan_jax.train.checkpoint import CheckpointError
 from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
+from gan_jax.train.optim import make_optimizer
 from gan_jax.train.state import TrainState
 from gan_jax.train.step import make_train_step
 
@@ -157,6 +158,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             ema_decay=config.ema_decay,
             inject_nan_at_step=config.debug.inject_nan_at_step,
             skip_nonfinite=config.nonfinite_policy == "skip",
+            unroll_steps=config.unroll_steps,
+            unroll_optimizer=make_optimizer(config.optim.d, differentiable=True),
         ),
         in_shardings=(replicated, parallel.batch_sharding(exp.mesh)),
         out_shardings=(replicated, replicated),
@@ -260,6 +263,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                     pending = None
                     evaluations.run(state, due)
                 if stop.received is not None:
+                    if last_saved != step:  # the signal came after this step's save point (during an eval, say)
+                        if pending is not None and diverged(pending):
+                            roll_back(pending[0])
+                            continue
+                        pending = None
+                        save(step, state)
+                        last_saved = step
                     break
             if pending is not None and diverged(pending):  # only reachable when the last step was not a boundary
                 raise NonFiniteError(_nonfinite_message(*pending))

@@ -6,11 +6,17 @@ import ml_collections
 import optax
 
 
-def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(c: ml_collections.ConfigDict, *, differentiable: bool = False) -> optax.GradientTransformation:
+    """The optimizer of one player. `differentiable=True` is for an optimizer that is differentiated through (the
+    unrolled discriminator's look-ahead): Adam's sqrt(v) has an infinite derivative where a gradient entry is exactly
+    zero (a dead unit, an unused maxout piece), which turns the look-ahead's gradient into NaN, so the square root
+    gets eps_root = eps**2 inside it, the smallest change that keeps it finite. Its state has the same structure, so
+    it continues the player's own optimizer state. RMSProp (eps inside the root) and SGD need no change."""
+    eps_root = c.eps**2 if differentiable else 0.0
     if c.name == "adam":
-        return optax.adam(c.lr, b1=c.b1, b2=c.b2, eps=c.eps)
+        return optax.adam(c.lr, b1=c.b1, b2=c.b2, eps=c.eps, eps_root=eps_root)
     if c.name == "adamw":
-        return optax.adamw(c.lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
+        return optax.adamw(c.lr, b1=c.b1, b2=c.b2, eps=c.eps, eps_root=eps_root, weight_decay=c.weight_decay)
     if c.name == "rmsprop":
         return optax.rmsprop(c.lr, eps=c.eps, momentum=c.momentum or None)
     if c.name == "sgd":

@@ -4,6 +4,13 @@ Order per step: the first player of the game (the discriminator) takes `n_critic
 real batch; then every other player takes one step. A step whose losses or gradients are not finite applies no update
 and reports `nonfinite=1`: with `skip_nonfinite` it still advances the step counter and the rng (and counts the skip),
 so the run moves past it; without, it leaves the state exactly as it was, so the host can stop or roll back.
+
+Unrolled GAN (Metz et al. 2017), `unroll_steps` = k > 0: every later player's (the generator's) loss is taken against
+a copy of the first player (the discriminator) advanced k more steps by its optimizer (`unroll_optimizer`: the same
+update, made safe to differentiate, see `optim.make_optimizer`), written with `lax.scan` and differentiated through,
+so G is pushed towards samples that D's *reaction* cannot exploit, which discourages collapsing onto the modes D
+currently misjudges. The look-ahead steps use G's real batch with fresh latents each, start from D's parameters and
+optimizer state after this step's real update, and are then discarded: D's real update is the same as without.
 """
 
 from __future__ import annotations
@@ -21,16 +28,29 @@ PyTree = Any
 Metrics = dict[str, jax.Array]
 
 
-def _update_player(game, tx, player, nets, params, model_state, opt_state, batch, rng, lr_scale=1.0):
+# The look-ahead's keys are folded from the player's rng, so unrolling leaves the player's own random stream as it is.
+_UNROLL_SALT = 0x5C0
+
+Lookahead = Callable[[dict[str, PyTree], dict[str, PyTree]], tuple[dict[str, PyTree], dict[str, PyTree]]]
+
+
+def _update_player(
+    game, tx, player, nets, params, model_state, opt_state, batch, rng, lr_scale=1.0, lookahead: Lookahead | None = None
+):
     """One optimizer step for `player` on the networks it owns; returns new params, state, opt state and metrics.
 
     `lr_scale` multiplies the optimizer's updates, which is the same as multiplying the learning rate for Adam, RMSProp
     and SGD; divergence rollbacks lower it without rebuilding the optimizer or changing its state's structure.
+    `lookahead` (params, model state) -> (params, model state) maps the networks the loss is evaluated with (an
+    unrolled opponent) and is differentiated through; the model state it returns is used for the loss only.
     """
     own = {n: params[n] for n in nets}
 
     def loss_fn(own_params):
-        return game.player_loss(player, {**params, **own_params}, model_state, batch, rng)
+        full, states = {**params, **own_params}, model_state
+        if lookahead is not None:
+            full, states = lookahead(full, model_state)
+        return game.player_loss(player, full, states, batch, rng)
 
     (_, (new_model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(own)
     updates, opt_state = tx.update(grads, opt_state, own)
@@ -41,6 +61,26 @@ def _update_player(game, tx, player, nets, params, model_state, opt_state, batch
     return {**params, **own}, {**model_state, **new_model_state}, opt_state, metrics
 
 
+def unrolled(game, tx, player, nets, opt_state, batch, rng, steps: int, lr_scale=1.0) -> Lookahead:
+    """A look-ahead that advances `player`'s networks `steps` optimizer steps from `opt_state` (Metz et al. 2017).
+
+    The returned function is differentiable in every parameter it is given, the other players' included, since each
+    unrolled step's gradient depends on them; its optimizer state is thrown away.
+    """
+    keys = jax.random.split(rng, steps)
+
+    def lookahead(params, model_state):
+        def one_step(carry, key):
+            p, ms, opt = carry
+            p, ms, opt, _ = _update_player(game, tx, player, nets, p, ms, opt, batch, key, lr_scale)
+            return (p, ms, opt), None
+
+        (params, model_state, _), _ = jax.lax.scan(one_step, (params, model_state, opt_state), keys)
+        return params, model_state
+
+    return lookahead
+
+
 def make_train_step(
     game,
     optimizers: dict[str, optax.GradientTransformation],
@@ -49,8 +89,14 @@ def make_train_step(
     ema_decay: float = 0.999,
     inject_nan_at_step: int = -1,
     skip_nonfinite: bool = False,
+    unroll_steps: int = 0,
+    unroll_optimizer: optax.GradientTransformation | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
-    """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples."""
+    """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples.
+
+    `unroll_optimizer` advances the first player in the look-ahead (default: its own optimizer); it must take the
+    same state and be safe to differentiate through (`optim.make_optimizer(..., differentiable=True)`).
+    """
     (first, first_nets), *others = game.players
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
@@ -92,6 +138,14 @@ def make_train_step(
 
         last_batch = jax.tree.map(lambda a: a[-1], sliced)
         for i, (player, nets) in enumerate(others, start=1):
+            player_rng = jax.random.fold_in(step_rng, i)
+            lookahead = None
+            if unroll_steps > 0:
+                unroll_rng = jax.random.fold_in(player_rng, _UNROLL_SALT)
+                d_tx, d_opt = unroll_optimizer or optimizers[first], opt_state[first]
+                lookahead = unrolled(
+                    game, d_tx, first, first_nets, d_opt, last_batch, unroll_rng, unroll_steps, state.lr_scale
+                )
             params, model_state, opt_state[player], player_metrics = _update_player(
                 game,
                 optimizers[player],
@@ -101,8 +155,9 @@ def make_train_step(
                 model_state,
                 opt_state[player],
                 last_batch,
-                jax.random.fold_in(step_rng, i),
+                player_rng,
                 state.lr_scale,
+                lookahead,
             )
             metrics.update(player_metrics)
 

@@ -76,3 +76,40 @@ def test_unknown_model_name():
 def test_dcgan_rejects_impossible_resolution():
     with pytest.raises(ConfigError, match="resolutions"):
         build_networks(model_config(name="dcgan"), (28, 28, 1))
+
+
+def test_dcgan_minibatch_std_adds_one_channel_before_the_last_conv():
+    g, d = build_networks(model_config(name="dcgan", g_width=128, d_width=128, d_minibatch_std=4), (32, 32, 1))
+    _, d_vars, _, logits = init_both(g, d, (32, 32, 1))
+    assert logits.shape == (4,)
+    # The paper's D (2,633,345) plus the last 4x4 conv's weights for the extra channel.
+    assert d_vars["params"]["Conv2D_3"]["kernel"].shape == (4, 4, 512 + 1, 1)
+    assert count(d_vars["params"]) == 2_633_345 + 16 == 2_633_361
+
+
+def test_mlp_minibatch_std_adds_one_feature_before_the_last_layer():
+    cfg = model_config(name="mlp", g_hidden=(1200, 1200), d_hidden=(240, 240), d_pieces=5, d_minibatch_std=2)
+    g, d = build_networks(cfg, (28, 28, 1))
+    _, d_vars, _, logits = init_both(g, d, (28, 28, 1))
+    assert logits.shape == (4,)
+    assert d_vars["params"]["Dense_2"]["kernel"].shape == (240 + 1, 1)
+    assert count(d_vars["params"]) == 1_231_441 + 1
+
+
+def test_negative_minibatch_std_is_named():
+    with pytest.raises(ConfigError, match="d_minibatch_std is a group size"):
+        build_networks(model_config(name="mlp", d_minibatch_std=-1), (2,))
+
+
+def test_minibatch_std_group_must_divide_the_discriminators_batch():
+    from gan_jax.config import base_config, validate
+
+    config = base_config()
+    config.batch_size, config.pack = 64, 2
+    config.model.d_minibatch_std = 4
+    validate(config)
+    config.model.d_minibatch_std = 64  # larger than D's batch of 32: the whole batch is one group
+    validate(config)
+    config.model.d_minibatch_std = 3
+    with pytest.raises(ConfigError, match=r"^config\.model\.d_minibatch_std=3: the group size must divide D's batch"):
+        validate(config)
