@@ -95,6 +95,13 @@ def validate_spec(name: str, spec: ml_collections.ConfigDict) -> str | None:
             return f"metrics: choose from {', '.join(INCEPTION_METRICS)} (comma-separated)"
         if spec.num_real < 2:
             return "num_real: must be >= 2"
+        if "is" in metrics:  # checked at start, so that a long run does not fail at its first evaluation
+            from gan_jax.metrics.inception_score import InceptionScoreUnavailable, logits_file
+
+            try:
+                logits_file(spec.inception_logits or None)
+            except InceptionScoreUnavailable as e:
+                return f"inception_logits: {e}"
         if spec.batch_size < 1:
             return "batch_size: must be positive"
     return None

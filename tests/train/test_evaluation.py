@@ -84,6 +84,16 @@ def test_bad_eval_fields_are_named(field, value, message):
         validate(config)
 
 
+def test_inception_score_without_a_logits_file_is_refused_at_start(monkeypatch):
+    from gan_jax.config import validate
+
+    monkeypatch.delenv("GAN_JAX_INCEPTION_LOGITS", raising=False)
+    config = load_config("configs/dcgan.py:smoke")
+    config.evals.fid.metrics = "fid,is"
+    with pytest.raises(ConfigError, match=r"config\.evals\.fid\.inception_logits=''.*logits layer"):
+        validate(config)
+
+
 def test_evaluator_spec_rejects_unknown_fields_and_types():
     with pytest.raises(ValueError, match="no field 'num_smaples'"):
         evaluator_spec("modes", num_smaples=10)
