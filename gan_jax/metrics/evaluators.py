@@ -1,7 +1,7 @@
 """The evaluator registry: what `config.evals` can name, run during training and by `run.py --mode=eval`.
 
 As in big_vision, a config lists its evaluators by name, each a ConfigDict with a `type` from `EVALUATORS` and the
-fields that type reads (defaults in `default_spec`):
+fields that type reads (built, with their defaults, by `evaluator_spec`):
 
     c.evals.fid = evaluator_spec("inception", every=0, metrics="fid,kid,pr", num_samples=10_000, split="test")
 
@@ -41,11 +41,12 @@ Evaluator = Callable[[ml_collections.ConfigDict, EvalContext], EvalResult]
 
 INCEPTION_METRICS = ("fid", "kid", "pr", "is")
 
-# Fields every evaluator spec has, then each type's own fields with their defaults.
+# Fields every evaluator spec has, then each type's own fields and defaults (which override the common ones).
 _COMMON = {"type": "", "every": 0, "num_samples": 1000, "seed": 0}
 _FIELDS: dict[str, dict[str, Any]] = {
     # Inception-feature metrics against a real split of the run's dataset (or `dataset` if set).
     "inception": {
+        "num_samples": 10_000,  # the FID protocol of Lucic et al. 2018 (10,000 samples against the test split)
         "metrics": "fid,kid,pr",
         "dataset": "",
         "split": "test",
@@ -53,10 +54,10 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "batch_size": 50,
         "inception_logits": "",  # weight file of the 2048 -> 1008 logits layer, needed by "is"
     },
-    # The 2-D mixtures (PacGAN / VEEGAN protocol): modes, high-quality share, reverse KL.
-    "modes": {},
-    # Stacked MNIST (1,000 modes) through gan_jax's MNIST classifier: modes and KL to uniform.
-    "stacked_mnist": {},
+    # The 2-D mixtures (PacGAN / VEEGAN protocol): modes, high-quality share, reverse KL of 2,500 samples.
+    "modes": {"num_samples": 2_500},
+    # Stacked MNIST (1,000 modes) through gan_jax's MNIST classifier: modes and KL to uniform of 26,000 samples.
+    "stacked_mnist": {"num_samples": 26_000},
 }
 
 
