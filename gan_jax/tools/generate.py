@@ -66,11 +66,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     scores = draw_samples(exp, state, grid)
     result.update(scores)
     result["sample_grid"] = grid
-    evaluations = Evaluations(exp)
-    try:
-        result["evals"] = evaluations.run(state, record=False)
-    finally:
-        evaluations.close()
+    result["evals"] = Evaluations(exp, record=False).run(state)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "eval", f"eval_step_{int(state.step):07d}.json"), "w") as f:
             json.dump(result, f, indent=2)

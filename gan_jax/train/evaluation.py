@@ -20,6 +20,7 @@ import ml_collections
 from gan_jax.metrics.evaluators import EvalContext, run_evaluator
 from gan_jax.train.checkpoint import Checkpoints
 from gan_jax.train.experiment import Experiment
+from gan_jax.train.jsonl import trim_after
 from gan_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,17 @@ BEST_RECORD = "best.json"
 class Evaluations:
     """The run's evaluators, and the best checkpoint by `config.best_metric`."""
 
-    def __init__(self, exp: Experiment, *, writer=None, is_main: bool = True) -> None:
+    def __init__(self, exp: Experiment, *, writer=None, is_main: bool = True, record: bool = True) -> None:
+        """`record=False` (--mode=eval) only returns scores: nothing is logged and no best checkpoint is kept."""
         self.exp = exp
         self.config: ml_collections.ConfigDict = exp.config
         self.writer = writer
         self.is_main = is_main
+        self.record = record
         self.log_path = os.path.join(exp.workdir, EVALS_LOG)
         self._best: Checkpoints | None = None
         self.best_record: dict[str, Any] | None = None
-        if self.config.best_metric:
+        if self.config.best_metric and record:
             self._best = Checkpoints(
                 os.path.join(exp.workdir, "checkpoints_best"), exp.checkpoints.signature, keep=1, async_save=False
             )
@@ -56,13 +59,8 @@ class Evaluations:
             if spec.every > 0 and (step % spec.every == 0 or step == total)
         ]
 
-    def run(
-        self, state: TrainState, names: list[str] | None = None, *, record: bool = True
-    ) -> dict[str, dict[str, Any]]:
-        """Runs `names` (default: all) on `state`; returns {name: {"scores": ..., "protocol": ..., "seconds": ...}}.
-
-        With `record` the scores are logged and the best checkpoint updated; without (--mode=eval), only returned.
-        """
+    def run(self, state: TrainState, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Runs `names` (default: all) on `state`; returns {name: {"scores": ..., "protocol": ..., "seconds": ...}}."""
         step = int(state.step)
         ctx = EvalContext(generate=lambda n, seed: self.exp.generate(state, n, seed), data=self.config.data)
         results: dict[str, dict[str, Any]] = {}
@@ -73,19 +71,15 @@ class Evaluations:
             results[name] = {"scores": result.scores, "protocol": result.protocol, "seconds": round(seconds, 2)}
             shown = ", ".join(f"{k}={v:.4g}" for k, v in result.scores.items())
             log.info("Eval %s at step %d (%.1f s): %s", name, step, seconds, shown)
-        if results and record:
+        if results and self.record:
             self._record(step, results)
             self._keep_best(state, step, results)
         return results
 
     def trim(self, upto_step: int) -> None:
-        """Drops rows logged after the checkpoint a resumed run starts from, so the log matches the state."""
-        if not (self.is_main and os.path.exists(self.log_path)):
-            return
-        with open(self.log_path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= upto_step]
-        with open(self.log_path, "w") as f:
-            f.writelines(rows)
+        """Drops eval rows logged after the checkpoint a resumed run starts from, so the log matches the state."""
+        if self.is_main:
+            trim_after(self.log_path, upto_step)
 
     def close(self) -> None:
         if self._best is not None:

@@ -22,6 +22,7 @@ from gan_jax.train import parallel, visualize
 from gan_jax.train.checkpoint import CheckpointError
 from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
+from gan_jax.train.jsonl import trim_after
 from gan_jax.train.optim import make_optimizer
 from gan_jax.train.state import TrainState
 from gan_jax.train.step import make_train_step
@@ -109,16 +110,6 @@ def _check_writable(workdir: str) -> None:
         ) from e
 
 
-def _trim_metrics_log(path: str, upto_step: int) -> None:
-    """Drops rows logged after the checkpoint a resumed run starts from, so the log matches the state."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= upto_step]
-    with open(path, "w") as f:
-        f.writelines(rows)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains until `config.num_train_steps`, resuming from the workdir's newest good checkpoint.
 
@@ -146,7 +137,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     evaluations = Evaluations(exp, writer=writer, is_main=is_main)
     if is_main:
-        _trim_metrics_log(metrics_path, start)
+        trim_after(metrics_path, start)
         evaluations.trim(start)
 
     replicated = parallel.replicated(exp.mesh)
@@ -217,7 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         pending, window = None, []
         progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
         if is_main:
-            _trim_metrics_log(metrics_path, step)
+            trim_after(metrics_path, step)
             evaluations.trim(step)
 
     try:
@@ -232,9 +223,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                 pending = (step, metrics)
                 window.append(metrics)
                 progress(step)
+                due = evaluations.due(step, total) if stop.received is None else []
+                if due:
+                    if diverged(pending):  # never evaluate a state that went non-finite
+                        roll_back(pending[0])
+                        continue
+                    pending = None
+                    evaluations.run(state, due)
+                # Decided after the evals, so that a signal received during one still logs and saves this step.
                 boundary = step == total or stop.received is not None
                 if step % config.log_every == 0 or boundary:
-                    if diverged(pending):
+                    if pending is not None and diverged(pending):
                         roll_back(pending[0])
                         continue
                     pending = None
@@ -255,21 +254,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                 if step % config.checkpoint_every == 0 or boundary:
                     save(step, state)
                     last_saved = step
-                due = evaluations.due(step, total) if stop.received is None else []
-                if due:
-                    if pending is not None and diverged(pending):  # never evaluate a state that went non-finite
-                        roll_back(pending[0])
-                        continue
-                    pending = None
-                    evaluations.run(state, due)
                 if stop.received is not None:
-                    if last_saved != step:  # the signal came after this step's save point (during an eval, say)
-                        if pending is not None and diverged(pending):
-                            roll_back(pending[0])
-                            continue
-                        pending = None
-                        save(step, state)
-                        last_saved = step
                     break
             if pending is not None and diverged(pending):  # only reachable when the last step was not a boundary
                 raise NonFiniteError(_nonfinite_message(*pending))
