@@ -13,6 +13,7 @@ LOSSES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 Z_DISTRIBUTIONS = ("normal", "uniform")
 NONFINITE_POLICIES = ("stop", "skip", "rollback")
+LR_DECAYS = ("constant", "linear", "cosine")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffaugment = ""  # DiffAugment (Zhao et al. 2020) policy for images, e.g. "color,translation,cutout"; "" = off
     c.unroll_steps = 0  # unrolled GAN (Metz et al. 2017): G's loss against D advanced this many look-ahead steps
     c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
+    # Learning-rate decay of both players over num_train_steps: "constant", "linear" or "cosine" (to
+    # lr_decay_final times the optimizer's lr at the last step). A function of the step only, so resuming is exact.
+    c.lr_decay = "constant"
+    c.lr_decay_final = 0.0
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
 
     # Evaluators by name (see gan_jax.metrics.evaluators): each runs every `every` steps and at the end of training
@@ -111,6 +116,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.gp_weight >= 0, "gp_weight", "must be >= 0")
     need(config.r1_gamma >= 0, "r1_gamma", "must be >= 0")
     _validate_mitigations(config, need)
+    need(config.lr_decay in LR_DECAYS, "lr_decay", f"choose one of {', '.join(LR_DECAYS)}")
+    need(0.0 <= config.lr_decay_final <= 1.0, "lr_decay_final", "must be in [0, 1]")
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
     need(config.model.z_dim > 0, "model.z_dim", "must be positive")
     need(config.model.z_dist in Z_DISTRIBUTIONS, "model.z_dist", f"choose one of {', '.join(Z_DISTRIBUTIONS)}")

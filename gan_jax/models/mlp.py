@@ -29,7 +29,9 @@ class MLPGenerator(nn.Module):
     def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
         h = z
         for width in self.hidden:
-            h = nn.Dense(width)(h)
+            # No bias before batch norm: BN subtracts it again, so its gradient is rounding noise that Adam would
+            # blow up into lr-sized random steps (PacGAN's generator has none either).
+            h = nn.Dense(width, use_bias=not self.batch_norm)(h)
             if self.batch_norm:
                 h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
             h = nn.relu(h)

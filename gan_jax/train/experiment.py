@@ -26,8 +26,9 @@ from gan_jax.objectives import get_loss
 from gan_jax.objectives.game import UnconditionalGAN
 from gan_jax.train import parallel
 from gan_jax.train.checkpoint import Checkpoints, model_signature
-from gan_jax.train.optim import make_optimizers
+from gan_jax.train.optim import lr_decay_factor, make_optimizer, make_optimizers
 from gan_jax.train.state import TrainState, create_train_state
+from gan_jax.train.step import make_train_step
 from gan_jax.train.visualize import to_uint8
 
 PyTree = Any
@@ -36,13 +37,13 @@ PyTree = Any
 @dataclasses.dataclass
 class Experiment:
     config: ml_collections.ConfigDict
-    workdir: str
+    workdir: str | None
     dataset: Any
     game: UnconditionalGAN
     optimizers: dict[str, optax.GradientTransformation]
     mesh: Mesh
     abstract_state: TrainState
-    checkpoints: Checkpoints
+    checkpoints: Checkpoints | None  # None when built without a workdir (`setup(..., workdir=None)`)
 
     @property
     def state_sharding(self):
@@ -67,13 +68,35 @@ class Experiment:
         x = np.concatenate(out)[:num_samples]
         return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
 
+    def make_train_step(self):
+        """The config's pure, un-jitted update (state, batch) -> (state, metrics); the caller jits it (the loop with
+        shardings and donation, benchmarks vmapped over seeds), so every user steps exactly the same way."""
+        config = self.config
+        return make_train_step(
+            self.game,
+            self.optimizers,
+            n_critic=config.n_critic,
+            ema_decay=config.ema_decay,
+            inject_nan_at_step=config.debug.inject_nan_at_step,
+            skip_nonfinite=config.nonfinite_policy == "skip",
+            unroll_steps=config.unroll_steps,
+            unroll_optimizer=make_optimizer(config.optim.d, differentiable=True),
+            lr_factor=lr_decay_factor(config),
+        )
+
+    @property
+    def initializer(self):
+        """rng -> a fresh TrainState (pure: `jax.vmap` over keys gives many seeds' states at once)."""
+        return _state_initializer(self.game, self.optimizers, self.config.batch_size, self.dataset.shape)
+
     def init_state(self) -> TrainState:
         """A fresh state, created directly with its replicated sharding."""
-        init = _state_initializer(self.game, self.optimizers, self.config.batch_size, self.dataset.shape)
-        return jax.jit(init, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.config.seed))
+        return jax.jit(self.initializer, out_shardings=self.state_sharding)(jax.random.PRNGKey(self.config.seed))
 
     def restore_or_init(self) -> tuple[TrainState, bool]:
         """(state, resumed): the newest good checkpoint in the workdir, else a fresh state."""
+        if self.checkpoints is None:
+            raise ValueError("this experiment was set up without a workdir: it has no checkpoints to restore")
         restored = self.checkpoints.restore_latest(self.abstract_state)
         if restored is not None:
             return restored, True
@@ -106,7 +129,8 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -
     )
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Experiment:
+    """Validates `config` and builds its experiment; `workdir=None` builds one without checkpoints (in-memory runs)."""
     quiet_library_logs()
     validate(config, jax.device_count())
     try:
@@ -122,10 +146,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
     init = _state_initializer(game, optimizers, config.batch_size, dataset.shape)
     abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
-    checkpoints = Checkpoints(
-        os.path.join(workdir, "checkpoints"),
-        model_signature(config.model.name, dataset.shape, abstract),
-        keep=config.keep_checkpoints,
-        async_save=config.async_checkpoints,
-    )
+    checkpoints = None
+    if workdir is not None:
+        checkpoints = Checkpoints(
+            os.path.join(workdir, "checkpoints"),
+            model_signature(config.model.name, dataset.shape, abstract),
+            keep=config.keep_checkpoints,
+            async_save=config.async_checkpoints,
+        )
     return Experiment(config, workdir, dataset, game, optimizers, mesh, abstract, checkpoints)

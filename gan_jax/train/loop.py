@@ -12,6 +12,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 
 import jax
 import ml_collections
@@ -23,9 +24,7 @@ from gan_jax.train.checkpoint import CheckpointError
 from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
 from gan_jax.train.jsonl import trim_after
-from gan_jax.train.optim import make_optimizer
 from gan_jax.train.state import TrainState
-from gan_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
     replicated = parallel.replicated(exp.mesh)
     train_step = jax.jit(
-        make_train_step(
-            exp.game,
-            exp.optimizers,
-            n_critic=config.n_critic,
-            ema_decay=config.ema_decay,
-            inject_nan_at_step=config.debug.inject_nan_at_step,
-            skip_nonfinite=config.nonfinite_policy == "skip",
-            unroll_steps=config.unroll_steps,
-            unroll_optimizer=make_optimizer(config.optim.d, differentiable=True),
-        ),
+        exp.make_train_step(),
         in_shardings=(replicated, parallel.batch_sharding(exp.mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -178,6 +168,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     last_saved = saved[-1] if saved else None
     pending: tuple[int, dict] | None = None  # the newest step's metrics, not yet checked for non-finite values
     window: list[dict] = []
+    log_t0 = time.perf_counter()  # wall time of each logged interval (compilation, evals and saves included)
     step = start
 
     def diverged(step_metrics: tuple[int, dict]) -> bool:
@@ -201,11 +192,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
     def roll_back(failed_step: int) -> None:
         """Restores the newest good checkpoint with lowered learning rates and restarts the data there."""
-        nonlocal state, step, batches, pending, window, progress
+        nonlocal state, step, batches, pending, window, progress, log_t0
         state, step = _rollback(exp, state, failed_step, config, replicated)
         batches.close()
         batches = batches_from(step)
-        pending, window = None, []
+        pending, window, log_t0 = None, [], time.perf_counter()
         progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
         if is_main:
             trim_after(metrics_path, step)
@@ -241,6 +232,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                     means["skipped_steps"] = float(state.skipped_steps)
                     means["rollbacks"] = float(state.rollbacks)
                     means["lr_scale"] = float(state.lr_scale)
+                    now = time.perf_counter()
+                    means["interval_s"], log_t0 = round(now - log_t0, 3), now
                     window = []
                     writer.write_scalars(step, means)
                     if is_main:

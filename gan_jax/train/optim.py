@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -26,3 +30,25 @@ def make_optimizer(c: ml_collections.ConfigDict, *, differentiable: bool = False
 
 def make_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.GradientTransformation]:
     return {player: make_optimizer(config.optim[player]) for player in ("g", "d")}
+
+
+def lr_decay_factor(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array] | None:
+    """step -> the factor on both players' learning rates (`config.lr_decay`), or None for a constant rate.
+
+    Applied by the train step as a multiplier of the updates (equal to scaling the rate for Adam, RMSProp and SGD),
+    so the optimizer states keep one structure whatever the schedule, and it depends on the step alone: a resumed run
+    continues the same curve. It falls from 1 at step 0 to `lr_decay_final` at `num_train_steps`.
+    """
+    if config.lr_decay == "constant":
+        return None
+    total, final = max(config.num_train_steps, 1), config.lr_decay_final
+
+    def factor(step: jax.Array) -> jax.Array:
+        t = jnp.clip(step.astype(jnp.float32) / total, 0.0, 1.0)
+        if config.lr_decay == "linear":
+            shape = 1.0 - t
+        else:
+            shape = 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+        return final + (1.0 - final) * shape
+
+    return factor

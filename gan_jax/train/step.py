@@ -91,16 +91,19 @@ def make_train_step(
     skip_nonfinite: bool = False,
     unroll_steps: int = 0,
     unroll_optimizer: optax.GradientTransformation | None = None,
+    lr_factor: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples.
 
     `unroll_optimizer` advances the first player in the look-ahead (default: its own optimizer); it must take the
     same state and be safe to differentiate through (`optim.make_optimizer(..., differentiable=True)`).
+    `lr_factor(step)` multiplies every player's updates on top of `state.lr_scale` (a decay schedule).
     """
     (first, first_nets), *others = game.players
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
         rng, step_rng = jax.random.split(state.rng)
+        lr_scale = state.lr_scale if lr_factor is None else state.lr_scale * lr_factor(state.step)
         if inject_nan_at_step >= 0:
             # Test hook: a NaN that flows through losses and gradients at that step, as a divergence would, unless a
             # rollback has lowered the learning rate (so a rollback can be seen to cure it).
@@ -123,7 +126,7 @@ def make_train_step(
                 opt_state,
                 sub_batch,
                 key,
-                state.lr_scale,
+                lr_scale,
             )
             return (params, model_state, opt_state), metrics
 
@@ -144,7 +147,7 @@ def make_train_step(
                 unroll_rng = jax.random.fold_in(player_rng, _UNROLL_SALT)
                 d_tx, d_opt = unroll_optimizer or optimizers[first], opt_state[first]
                 lookahead = unrolled(
-                    game, d_tx, first, first_nets, d_opt, last_batch, unroll_rng, unroll_steps, state.lr_scale
+                    game, d_tx, first, first_nets, d_opt, last_batch, unroll_rng, unroll_steps, lr_scale
                 )
             params, model_state, opt_state[player], player_metrics = _update_player(
                 game,
@@ -156,7 +159,7 @@ def make_train_step(
                 opt_state[player],
                 last_batch,
                 player_rng,
-                state.lr_scale,
+                lr_scale,
                 lookahead,
             )
             metrics.update(player_metrics)

@@ -80,3 +80,39 @@ def test_n_critic_uses_each_slice_and_counts_one_step():
     assert int(state.step) == 1
     assert int(state.opt_state["d"][0].count) == 5 and int(state.opt_state["g"][0].count) == 1
     assert float(metrics["gradient_penalty"]) >= 0.0
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_lr_decay_scales_every_players_update_by_the_schedule(decay):
+    import ml_collections
+
+    from gan_jax.train.optim import lr_decay_factor
+
+    config = ml_collections.ConfigDict({"lr_decay": decay, "lr_decay_final": 0.1, "num_train_steps": 100})
+    factor = lr_decay_factor(config)
+    values = [float(factor(jnp.asarray(s))) for s in (0, 50, 100, 150)]
+    mid = 0.1 + 0.9 * 0.5  # linear and cosine agree half way
+    np.testing.assert_allclose(values, [1.0, mid, 0.1, 0.1], rtol=1e-6)
+    assert float(factor(jnp.asarray(25))) == pytest.approx(
+        0.1 + 0.9 * (0.75 if decay == "linear" else 0.5 + 0.5 / 2**0.5)
+    )
+    config.lr_decay = "constant"
+    assert lr_decay_factor(config) is None
+
+    # Adam's first update has size lr whatever the gradient: at step 50 every parameter of both players moves by
+    # `mid` * lr. D steps first, from the same state, so its update is exactly `mid` times the constant one.
+    game = make_game()
+    txs = {"d": optax.adam(1e-3), "g": optax.adam(1e-3)}
+    state = create_train_state(game, txs, jax.random.PRNGKey(0), real_batch(0)["x"]).replace(step=jnp.asarray(50))
+    plain = make_train_step(game, txs, ema_decay=0.0)(state, real_batch(1))[0]
+    decayed = make_train_step(game, txs, ema_decay=0.0, lr_factor=factor)(state, real_batch(1))[0]
+    delta = lambda new, name: jax.tree.leaves(
+        jax.tree.map(lambda a, b: np.asarray(a - b), new.params[name], state.params[name])
+    )  # noqa: E731
+    for a, b in zip(delta(plain, "discriminator"), delta(decayed, "discriminator"), strict=True):
+        np.testing.assert_allclose(b, mid * a, rtol=1e-4, atol=2e-7)
+    moved = np.concatenate([np.abs(b).ravel() for b in delta(decayed, "generator")])
+    moved = moved[moved > 0]  # dead ReLU units get no gradient
+    assert moved.size > 0.8 * sum(p.size for p in jax.tree.leaves(state.params["generator"]))
+    # |Adam update| = lr |g| / (|g| + eps): lr itself except for gradients near eps.
+    assert np.median(moved) == pytest.approx(mid * 1e-3, rel=1e-3) and moved.max() < mid * 1e-3 * 1.001

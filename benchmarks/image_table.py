@@ -1,0 +1,289 @@
+"""The image tables over seeds: Stacked MNIST modes (PacGAN Table 2) and FID on MNIST / Fashion-MNIST (Lucic et al.).
+
+Each (row, seed) is an ordinary gan_jax run in its own workdir, `<root>/<table>/<row>/seed<s>`, trained by the same
+loop as `run.py` (checkpoints, resumption, sample grids, logs) and then scored by the table's evaluator. Image models
+are too large for the vmap-over-seeds trick of `mixtures_table.py` to pay, and a full table takes many CPU hours, so
+this script is built to be stopped and started again: a finished run is scored once and its scores are kept in its
+workdir (`table_scores.json`); an unfinished one resumes from its newest checkpoint. Re-running the same command
+picks up where the last one stopped and then writes the table.
+
+    .venv/bin/python benchmarks/image_table.py --table=stacked_mnist               # the protocol: 100,000 steps
+    .venv/bin/python benchmarks/image_table.py --table=fid_mnist --seeds=3
+    .venv/bin/python benchmarks/image_table.py --table=stacked_mnist --steps=2000 --name=stacked_mnist_2k
+
+`--steps` shortens every run (the table then says so in its header and per row); `--num_samples` shortens the
+evaluation likewise (for tests). Writes benchmarks/results/<name>.json (per row: method, seeds, per-seed scores,
+mean and standard error of each score, steps, train and evaluation wall time), <name>.md (beside the papers' rows)
+and <name>_<row>.png (seed 0's sample grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
+from gan_jax.env import configure_xla  # noqa: E402
+
+configure_xla()
+
+from gan_jax.config import load_config  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    config: str  # config spec of every row
+    eval_name: str  # the config's evaluator that scores a run
+    scores: tuple[str, ...]  # the scores shown in the table, in order
+    rows: dict[str, dict]  # row -> config changes ("pack": m also multiplies the batch, as in PacGAN's code)
+    paper: tuple[tuple[str, tuple[float | None, ...]], ...]  # the papers' rows, scores in the same order
+    protocol: str
+
+
+TABLES: dict[str, Table] = {
+    "stacked_mnist": Table(
+        config="configs/dcgan.py:stacked_mnist",
+        eval_name="modes",
+        scores=("modes", "kl_to_uniform"),
+        rows={"DCGAN": {}, "PacDCGAN2": {"pack": 2}},
+        paper=(
+            ("DCGAN (VEEGAN Table 2)", (99.0, 3.40)),
+            ("DCGAN (PacGAN Table 2)", (78.9, 4.50)),
+            ("PacDCGAN2 (PacGAN Table 2)", (1000.0, 0.06)),
+        ),
+        protocol="Stacked MNIST (128,000 training images, 1,000 modes); DCGAN, batch 64 (packs), Adam 2e-4 beta1 0.5, "
+        "z of 100; 26,000 samples labelled by gan_jax's MNIST classifier; modes hit and KL to uniform",
+    ),
+    "fid_mnist": Table(
+        config="configs/dcgan.py:mnist",
+        eval_name="fid",
+        scores=("fid", "kid", "precision", "recall"),
+        rows={"NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64}},
+        paper=(
+            ("WGAN (Lucic et al., best)", (6.7, None, None, None)),
+            ("NS GAN (Lucic et al., best)", (6.8,) + (None,) * 3),
+        ),
+        protocol="MNIST 60,000 training digits padded to 32x32; DCGAN, batch 64, 20 epochs; FID/KID/precision/recall "
+        "of 10,000 samples against the 10,000 test digits (TF-Inception pool3)",
+    ),
+    "fid_fashion_mnist": Table(
+        config="configs/dcgan.py:fashion_mnist",
+        eval_name="fid",
+        scores=("fid", "kid", "precision", "recall"),
+        rows={"NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64}},
+        paper=(
+            ("WGAN (Lucic et al., best)", (21.5,) + (None,) * 3),
+            ("NS GAN (Lucic et al., best)", (26.5,) + (None,) * 3),
+        ),
+        protocol="Fashion-MNIST 60,000 training images padded to 32x32; DCGAN, batch 64, 20 epochs; FID/KID/"
+        "precision/recall of 10,000 samples against the 10,000 test images (TF-Inception pool3)",
+    ),
+}
+
+SCORES_FILE = "table_scores.json"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def row_config(table: Table, row: str, seed: int, steps: int = 0, num_samples: int = 0, overrides: dict | None = None):
+    """The table's config with the row's changes for `seed`; `steps` / `num_samples` > 0 shorten training / scoring;
+    `overrides` (flattened keys, from --set) change anything else and are applied first."""
+    config = load_config(str(ROOT / table.config))
+    config.update_from_flattened_dict(overrides or {})
+    changes = dict(table.rows[row])
+    m = changes.pop("pack", 1)
+    config.pack = m
+    config.batch_size *= m
+    config.update_from_flattened_dict(changes)
+    config.seed = seed
+    if steps:
+        config.num_train_steps = steps
+    config.checkpoint_every = min(config.checkpoint_every, config.num_train_steps)
+    config.sample_every = min(config.sample_every, config.num_train_steps)
+    if num_samples:
+        spec = config.evals[table.eval_name]
+        spec.num_samples = num_samples
+        if "num_real" in spec:
+            spec.num_real = num_samples
+    for name in list(config.evals):  # score with the table's evaluator only, once, after training
+        if name != table.eval_name:
+            del config.evals[name]
+    config.evals[table.eval_name].every = 0
+    config.best_metric = ""
+    return config
+
+
+def run_one(table: Table, row: str, seed: int, workdir: str, steps: int, num_samples: int, overrides: dict) -> dict:
+    """Trains (or resumes) one run to its last step and scores it once; returns the kept scores."""
+    from gan_jax.tools.generate import restore
+    from gan_jax.train.evaluation import Evaluations
+    from gan_jax.train.loop import train
+
+    config = row_config(table, row, seed, steps, num_samples, overrides)
+    path = os.path.join(workdir, SCORES_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+        if kept.get("config_digest") == _digest(config):
+            return kept
+    t0 = time.perf_counter()
+    train(config, workdir)
+    train_s = time.perf_counter() - t0
+    exp, state = restore(config, workdir)
+    t0 = time.perf_counter()
+    result = Evaluations(exp, record=False).run(state, [table.eval_name])[table.eval_name]
+    kept = {
+        "config_digest": _digest(config),
+        "seed": seed,
+        "steps": int(state.step),
+        "num_samples": config.evals[table.eval_name].num_samples,
+        "scores": result["scores"],
+        "protocol": result["protocol"],
+        "train_s_this_invocation": round(train_s, 1),
+        "eval_s": round(time.perf_counter() - t0, 1),
+        "train_s_total": _train_seconds(workdir),
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(kept, f, indent=1)
+    os.replace(tmp, path)
+    return kept
+
+
+def _digest(config) -> str:
+    """Scores are reused only for the very config that produced them."""
+    return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train_seconds(workdir: str) -> float | None:
+    """Training wall time over every invocation: the logged intervals of metrics.jsonl (whose rows a resumed run trims
+    back to its checkpoint, so work that was redone counts once)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return round(sum(json.loads(line).get("interval_s", 0.0) for line in f), 1)
+
+
+def _parse_value(text: str):
+    """--set values: JSON where it parses (numbers, booleans, lists), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def mean_sem(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
+
+
+def markdown(table: Table, rows: list[dict], header: str) -> str:
+    names = " | ".join(table.scores)
+    lines = [header, "", f"| method | {names} | seeds | steps |", "|---" * (len(table.scores) + 3) + "|"]
+    for r in rows:
+        cells = " | ".join(f"{r[f'{s}_mean']:.4g} ± {r[f'{s}_sem']:.2g}" for s in table.scores)
+        lines.append(f"| gan_jax {r['method']} | {cells} | {len(r['seeds'])} | {r['steps']} |")
+    for name, values in table.paper:
+        cells = " | ".join("-" if v is None else f"{v:g}" for v in values)
+        lines.append(f"| paper: {name} | {cells} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, choices=sorted(TABLES))
+    p.add_argument("--rows", default="", help="comma-separated rows (default: all of the table's)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=0, help="train every run this many steps (0: the protocol's)")
+    p.add_argument("--num_samples", type=int, default=0, help="score this many samples (0: the protocol's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config change")
+    p.add_argument("--root", default=str(ROOT / "runs" / "tables"), help="where the runs' workdirs live")
+    p.add_argument("--out_dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="", help="results file name (default: the table's name)")
+    args = p.parse_args(argv)
+    table = TABLES[args.table]
+    rows = [r for r in args.rows.split(",") if r] or list(table.rows)
+    for r in rows:
+        if r not in table.rows:
+            p.error(f"--rows: {args.table} has no row {r!r}; it has {', '.join(table.rows)}")
+    if args.seeds < 1 or args.steps < 0 or args.num_samples < 0:
+        p.error("--seeds must be >= 1, --steps and --num_samples >= 0")
+    name = args.name or args.table
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: use KEY=VALUE")
+        overrides[key] = _parse_value(value)
+    os.makedirs(args.out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    result: dict = {
+        "command": " ".join(["benchmarks/image_table.py"] + (argv or sys.argv[1:])),
+        "table": args.table,
+        "protocol": table.protocol,
+        "rows": [],
+    }
+    for row in rows:
+        per_seed = []
+        for seed in range(args.seeds):
+            workdir = os.path.join(args.root, args.table, slug(row), f"seed{seed}")
+            kept = run_one(table, row, seed, workdir, args.steps, args.num_samples, overrides)
+            per_seed.append(kept)
+            print(json.dumps({"row": row, **{k: v for k, v in kept.items() if k != "protocol"}}), flush=True)
+        config = row_config(table, row, 0, args.steps, args.num_samples, overrides)
+        out = {
+            "method": row,
+            "changes": table.rows[row],
+            "seeds": list(range(args.seeds)),
+            "steps": config.num_train_steps,
+            "batch_size": config.batch_size,
+            "pack": config.pack,
+            "protocol_steps": row_config(table, row, 0).num_train_steps,
+            "per_seed": per_seed,
+            "evaluation_protocol": per_seed[0]["protocol"],
+        }
+        for s in table.scores:
+            out[f"{s}_mean"], out[f"{s}_sem"] = mean_sem([k["scores"][s] for k in per_seed])
+        result["rows"].append(out)
+        grids = sorted(Path(args.root, args.table, slug(row), "seed0", "samples").glob("*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], os.path.join(args.out_dir, f"{name}_{slug(row)}.png"))
+    result["wall_s_this_invocation"] = round(time.perf_counter() - t0, 1)
+    with open(os.path.join(args.out_dir, name + ".json"), "w") as f:
+        json.dump(result, f, indent=1)
+    shortened = [r for r in result["rows"] if r["steps"] != r["protocol_steps"]]
+    header = (
+        f"{args.table}: {table.protocol}. Mean ± standard error over {args.seeds} seeds. "
+        f"Command: `.venv/bin/python {result['command']}`."
+    )
+    if shortened:
+        header += (
+            f" SHORTENED: {shortened[0]['steps']} training steps per run instead of the protocol's "
+            f"{shortened[0]['protocol_steps']}."
+        )
+    if overrides:
+        header += f" CHANGED from the protocol: {overrides}."
+    if args.num_samples:
+        header += f" SHORTENED: {args.num_samples} samples scored instead of the protocol's."
+    with open(os.path.join(args.out_dir, name + ".md"), "w") as f:
+        f.write(markdown(table, result["rows"], header))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The 2-D mixtures table (PacGAN, Lin et al. 2018, Table 1; VEEGAN, Srivastava et al. 2017, Table 1), over seeds.
+
+Every row trains `configs/gan_mog.py:<mixture>_paper` (8-Gaussian ring or 25-Gaussian grid, 100,000 points; G four
+400-unit ReLU+BN layers, D three 200-unit maxout(5) layers; Adam lr 1e-4, beta1 0.8; 2-D normal z; batch 100) with
+the row's changes, for every seed at once (`gan_jax.train.seeds`: the step vmapped over seeds; seed s is exactly the
+run `run.py --config.seed=s` makes), then scores 2,500 samples of each seed's final generator with gan_jax's `modes`
+metric (modes with a sample within 3 std, % of samples within 3 std of their nearest mode, reverse KL of the mode
+histogram to uniform) and reports mean and standard error over seeds.
+
+PacGAN-m rows follow the paper's code: the dataset holds 100,000 *packs* of m points and a batch is 100 packs, so
+`batch_size` = 100 m, `data.num_examples` = 100,000 m, and an epoch is still 1,000 updates of D and G.
+
+    .venv/bin/python benchmarks/mixtures_table.py                      # the paper's schedule: 400 epochs, 10 seeds
+    .venv/bin/python benchmarks/mixtures_table.py --epochs=20 --seeds=5 --name=mixtures_20ep
+
+Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed scores, mean and standard error of
+each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
+every row over the true means). `--measure_vmap=N` first times N steps of all seeds vmapped against one seed alone
+and writes that comparison into the JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
+from gan_jax.config import load_config  # noqa: E402
+from gan_jax.data.mixtures import mixture_params  # noqa: E402
+from gan_jax.metrics.scores import evaluate_points  # noqa: E402
+from gan_jax.train.seeds import init_seed_runs, train_seed_runs  # noqa: E402
+
+SCORES = ("modes", "high_quality_pct", "reverse_kl")
+
+# Row -> config changes (beyond the packing, which `pack` sets up as in the paper's code).
+METHODS: dict[str, dict] = {
+    "GAN": {"pack": 1},
+    "PacGAN2": {"pack": 2},
+    "PacGAN4": {"pack": 4},
+    # gan_jax's additions: samples from an EMA of G's weights (averages out Adam's jitter, which is what spreads
+    # samples around the 0.01-std ring modes) and a learning rate decaying linearly to 0 over the run.
+    "GAN+EMA+decay": {"pack": 1, "ema_decay": 0.999, "lr_decay": "linear"},
+    "PacGAN4+EMA+decay": {"pack": 4, "ema_decay": 0.999, "lr_decay": "linear"},
+}
+
+# The papers' rows (mean modes, % high quality, reverse KL), as in the issue's Table 1 summary.
+PAPER_ROWS = {
+    "ring": [
+        ("GAN (PacGAN Table 1)", 6.3, 98.2, 0.45),
+        ("PacGAN4 (PacGAN Table 1)", 7.8, 95.9, 0.07),
+        ("GAN (VEEGAN Table 1)", 1.0, None, None),
+        ("Unrolled GAN (VEEGAN Table 1)", 7.6, 35.6, None),
+    ],
+    "grid": [
+        ("GAN (PacGAN Table 1)", 17.3, 94.8, 0.70),
+        ("PacGAN4 (PacGAN Table 1)", 24.8, 93.6, 0.04),
+        ("GAN (VEEGAN Table 1)", 3.3, None, None),
+        ("Unrolled GAN (VEEGAN Table 1)", 23.6, 16.0, None),
+    ],
+}
+
+
+def row_config(mixture: str, method: str, epochs: float):
+    """The paper config for `mixture` with `method`'s changes, trained for `epochs` epochs of 1,000 updates."""
+    config = load_config(f"{ROOT / 'configs' / 'gan_mog.py'}:{mixture}_paper")
+    changes = dict(METHODS[method])
+    m = changes.pop("pack")
+    config.pack = m
+    config.batch_size = 100 * m
+    config.data.num_examples = 100_000 * m
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    config.num_train_steps = int(round(epochs * config.data.num_examples / config.batch_size))
+    return config
+
+
+def mean_sem(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
+    a = np.asarray(values, np.float64)
+    sem = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
+    return float(a.mean()), sem
+
+
+def measure_vmap(mixture: str, seeds: list[int], steps: int) -> dict:
+    """Seed-steps per second: all seeds vmapped vs one seed alone (the same chunked scan), compilation excluded."""
+    out = {"mixture": mixture, "method": "GAN", "steps": steps, "seeds": len(seeds)}
+    for label, group in (("one_seed", seeds[:1]), ("vmapped", seeds)):
+        config = row_config(mixture, "GAN", 0)
+        runs = train_seed_runs(init_seed_runs(config, group), steps, chunk=steps)
+        out[f"{label}_seed_steps_per_s"] = round(len(group) * steps / runs.train_s, 2)
+    out["speedup"] = round(out["vmapped_seed_steps_per_s"] / out["one_seed_seed_steps_per_s"], 2)
+    out["sequential_wall_s_for_all_seeds"] = round(len(seeds) * steps / out["one_seed_seed_steps_per_s"], 1)
+    out["vmapped_wall_s_for_all_seeds"] = round(len(seeds) * steps / out["vmapped_seed_steps_per_s"], 1)
+    return out
+
+
+def run_row(mixture: str, method: str, seeds: list[int], epochs: float, chunk: int, num_samples: int) -> dict:
+    config = row_config(mixture, method, epochs)
+    t0 = time.perf_counter()
+    runs = init_seed_runs(config, seeds)
+
+    def progress(step: int, r) -> None:
+        rate = len(seeds) * step / max(r.train_s, 1e-9)
+        eta = (config.num_train_steps - step) * len(seeds) / max(rate, 1e-9)
+        print(
+            f"  {mixture} {method}: step {step}/{config.num_train_steps}, {rate:.0f} seed-steps/s, "
+            f"ETA {eta / 60:.1f} min",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    runs = train_seed_runs(
+        runs,
+        config.num_train_steps,
+        chunk=chunk,
+        callback=progress,
+        callback_every=max(chunk, config.num_train_steps // 20 // chunk * chunk),
+    )
+    samples = runs.sample(num_samples, seed=0)  # the `modes` evaluator's latents (evaluator seed 0)
+    per_seed = [{"seed": s, **_scores(x, mixture)} for s, x in zip(seeds, samples, strict=True)]
+    row = {
+        "mixture": mixture,
+        "method": method,
+        "seeds": seeds,
+        "epochs": epochs,
+        "steps": config.num_train_steps,
+        "batch_size": config.batch_size,
+        "pack": config.pack,
+        "changes": METHODS[method],
+        "num_samples": num_samples,
+        "per_seed": per_seed,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "train_s": round(runs.train_s, 1),
+        "compile_s": round(runs.compile_s, 1),
+    }
+    for name in SCORES:
+        row[f"{name}_mean"], row[f"{name}_sem"] = mean_sem([r[name] for r in per_seed])
+    row["samples_seed0"] = samples[0]  # for the picture; dropped from the JSON
+    return row
+
+
+def _scores(points: np.ndarray, mixture: str) -> dict:
+    s = evaluate_points(points, mixture)["modes"]
+    return {name: s[name] for name in SCORES}
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, ""]
+    for mixture in dict.fromkeys(r["mixture"] for r in rows):
+        k = len(mixture_params(mixture)[0])
+        lines += [
+            f"**{mixture}** ({k} modes)",
+            "",
+            f"| method | modes (of {k}) | % high quality | reverse KL | seeds | epochs | wall |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r["mixture"] == mixture):
+            lines.append(
+                f"| gan_jax {r['method']} | {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
+                f"| {r['high_quality_pct_mean']:.1f} ± {r['high_quality_pct_sem']:.1f} "
+                f"| {r['reverse_kl_mean']:.3f} ± {r['reverse_kl_sem']:.3f} | {len(r['seeds'])} | {r['epochs']:g} "
+                f"| {r['wall_s'] / 60:.1f} min |"
+            )
+        for name, modes, hq, kl in PAPER_ROWS[mixture]:
+            cell = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            lines.append(f"| paper: {name} | {cell(modes, '.1f')} | {cell(hq, '.1f')} | {cell(kl, '.2f')} | | 400 | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def scatter(rows: list[dict], path: str) -> None:
+    """Seed 0's samples of every row (one panel each) over the true means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], rows, strict=True):
+        means, _ = mixture_params(r["mixture"])
+        x = r["samples_seed0"]
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0)
+        ax.scatter(means[:, 0], means[:, 1], s=25, marker="x", color="tab:red")
+        s = r["per_seed"][0]
+        ax.set_title(
+            f"{r['mixture']} {r['method']} (seed {s['seed']})\n"
+            f"{s['modes']} modes, {s['high_quality_pct']:.1f}% HQ, KL {s['reverse_kl']:.3f}",
+            fontsize=8,
+        )
+        lim = 1.5 if r["mixture"] == "ring" else 5.5
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mixtures", default="ring,grid")
+    p.add_argument("--methods", default="GAN,PacGAN4,GAN+EMA+decay", help=f"comma-separated, of {', '.join(METHODS)}")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--epochs", type=float, default=400, help="epochs of 1,000 updates (the paper: 400)")
+    p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
+    p.add_argument("--num_samples", type=int, default=2500)
+    p.add_argument("--measure_vmap", type=int, default=0, help="steps for the vmap-vs-one-seed timing (0: skip)")
+    p.add_argument("--out_dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="mixtures")
+    args = p.parse_args(argv)
+    mixtures = [m for m in args.mixtures.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            p.error(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    for m in mixtures:
+        if m not in PAPER_ROWS:
+            p.error(f"--mixtures: unknown mixture {m!r}; choose from {', '.join(PAPER_ROWS)}")
+    if args.seeds < 1 or args.epochs <= 0:
+        p.error("--seeds must be >= 1 and --epochs > 0")
+    seeds = list(range(args.seeds))
+    os.makedirs(args.out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    result: dict = {"command": " ".join(["benchmarks/mixtures_table.py"] + (argv or sys.argv[1:])), "rows": []}
+    if args.measure_vmap:
+        result["vmap"] = measure_vmap(mixtures[0], seeds, args.measure_vmap)
+        print(json.dumps(result["vmap"]), flush=True)
+    rows = []
+    for mixture in mixtures:
+        for method in methods:
+            row = run_row(mixture, method, seeds, args.epochs, args.chunk, args.num_samples)
+            rows.append(row)
+            public = {k: v for k, v in row.items() if k != "samples_seed0"}
+            result["rows"].append(public)
+            print(json.dumps({k: v for k, v in public.items() if k != "per_seed"}), flush=True)
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    base = os.path.join(args.out_dir, args.name)
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    header = (
+        f"2-D mixtures, PacGAN protocol: {args.epochs:g} epochs of 1,000 updates, {args.seeds} seeds, "
+        f"{args.num_samples} samples per seed; mean ± standard error over seeds. "
+        f"Command: `.venv/bin/python {result['command']}` ({result['wall_s'] / 60:.1f} min in all)."
+    )
+    with open(base + ".md", "w") as f:
+        f.write(markdown(rows, header) + "\n")
+    scatter(rows, base + ".png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

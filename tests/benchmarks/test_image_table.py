@@ -1,0 +1,98 @@
+"""The image tables script, in a quick variant: runs trained, resumed, scored once, the table written."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--set=model.g_width=8", "--set=model.d_width=8"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("image_table", os.path.join(ROOT, "benchmarks", "image_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_configs(table):
+    stacked = table.TABLES["stacked_mnist"]
+    dcgan = table.row_config(stacked, "DCGAN", 0)
+    pac = table.row_config(stacked, "PacDCGAN2", 3)
+    assert (dcgan.data.name, dcgan.data.channels, dcgan.batch_size, dcgan.num_train_steps) == (
+        "stacked_mnist",
+        3,
+        64,
+        100_000,
+    )
+    assert (pac.pack, pac.batch_size, pac.seed) == (2, 128, 3)
+    assert dict(dcgan.evals).keys() == {"modes"} and dcgan.evals.modes.num_samples == 26_000
+    fid = table.row_config(table.TABLES["fid_mnist"], "NS GAN (DCGAN)", 0)
+    assert (fid.batch_size, fid.num_train_steps, fid.evals.fid.num_samples, fid.evals.fid.split) == (
+        64,
+        18_750,
+        10_000,
+        "test",
+    )
+
+
+def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
+    args = [
+        "--table=stacked_mnist",
+        "--seeds=2",
+        "--num_samples=300",
+        f"--root={tmp_path / 'runs'}",
+        f"--out_dir={tmp_path / 'out'}",
+        "--name=quick",
+        *TINY,
+    ]
+    first = table.main([*args, "--steps=2"])
+    assert [r["method"] for r in first["rows"]] == ["DCGAN", "PacDCGAN2"]
+    for r in first["rows"]:
+        assert r["steps"] == 2 and r["protocol_steps"] == 100_000
+        assert [k["seed"] for k in r["per_seed"]] == [0, 1]
+        assert all(1 <= k["scores"]["modes"] <= 300 for k in r["per_seed"])
+        assert r["evaluation_protocol"]["num_fake"] == 300
+    md = (tmp_path / "out" / "quick.md").read_text()
+    assert "SHORTENED: 2 training steps per run instead of the protocol's 100000" in md
+    assert "paper: PacDCGAN2 (PacGAN Table 2) | 1000 | 0.06" in md
+    assert (tmp_path / "out" / "quick_pacdcgan2.png").exists()
+
+    # The same command again reuses every kept score; more steps resume each run from its checkpoint.
+    again = table.main([*args, "--steps=2"])
+    assert again["rows"][0]["per_seed"] == first["rows"][0]["per_seed"]
+    longer = table.main([*args, "--steps=4"])
+    seed0 = tmp_path / "runs" / "stacked_mnist" / "dcgan" / "seed0"
+    assert sorted(os.listdir(seed0 / "checkpoints")) == ["2", "4"]
+    assert longer["rows"][0]["per_seed"][0]["steps"] == 4
+    assert json.loads((seed0 / "table_scores.json").read_text())["steps"] == 4
+
+
+def test_quick_fid_table(table, tmp_path):
+    out = table.main(
+        [
+            "--table=fid_mnist",
+            "--seeds=1",
+            "--steps=2",
+            "--num_samples=32",
+            f"--root={tmp_path}",
+            f"--out_dir={tmp_path}",
+            *TINY,
+            "--set=evals.fid.batch_size=16",
+        ]
+    )
+    scores = out["rows"][0]["per_seed"][0]["scores"]
+    assert scores["fid"] > 0 and 0 <= scores["precision"] <= 1
+    protocol = out["rows"][0]["evaluation_protocol"]
+    assert protocol["fid"]["num_fake"] == protocol["fid"]["num_real"] == 32
+
+
+def test_unknown_row_is_refused(table, capsys):
+    with pytest.raises(SystemExit):
+        table.main(["--table=fid_mnist", "--rows=WGAN"])
+    assert "fid_mnist has no row 'WGAN'" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""The 2-D mixtures table script, in a quick variant: every row trained over seeds, scored, written out."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location(
+        "mixtures_table", os.path.join(ROOT, "benchmarks", "mixtures_table.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_rows_are_configured_as_in_the_paper(table):
+    gan, pac = table.row_config("grid", "GAN", 400), table.row_config("grid", "PacGAN4", 400)
+    assert (gan.batch_size, gan.pack, gan.data.num_examples, gan.num_train_steps) == (100, 1, 100_000, 400_000)
+    # PacGAN's code: 100,000 packs of 4 points, batches of 100 packs, 1,000 updates an epoch.
+    assert (pac.batch_size, pac.pack, pac.data.num_examples, pac.num_train_steps) == (400, 4, 400_000, 400_000)
+    assert gan.data.name == "grid" and gan.model.d_pieces == 5 and tuple(gan.model.g_hidden) == (400,) * 4
+    assert gan.optim.d.lr == 1e-4 and gan.optim.g.b1 == 0.8
+
+
+def test_quick_table(table, tmp_path):
+    out = table.main(
+        [
+            "--mixtures=ring",
+            "--methods=GAN,PacGAN2",
+            "--seeds=2",
+            "--epochs=0.03",
+            "--chunk=10",
+            "--num_samples=500",
+            "--measure_vmap=5",
+            f"--out_dir={tmp_path}",
+            "--name=quick",
+        ]
+    )
+    assert out["vmap"]["seeds"] == 2 and out["vmap"]["vmapped_seed_steps_per_s"] > 0
+    rows = out["rows"]
+    assert [(r["method"], r["steps"], r["batch_size"]) for r in rows] == [("GAN", 30, 100), ("PacGAN2", 30, 200)]
+    for r in rows:
+        assert [s["seed"] for s in r["per_seed"]] == [0, 1]
+        for name in table.SCORES:
+            values = [s[name] for s in r["per_seed"]]
+            assert r[f"{name}_mean"] == pytest.approx(np.mean(values))
+            assert r[f"{name}_sem"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(2))
+        assert all(0 <= s["modes"] <= 8 and 0 <= s["high_quality_pct"] <= 100 for s in r["per_seed"])
+    saved = json.loads((tmp_path / "quick.json").read_text())
+    assert saved["rows"][0]["per_seed"] == rows[0]["per_seed"]
+    md = (tmp_path / "quick.md").read_text()
+    assert "gan_jax GAN" in md and "paper: PacGAN4 (PacGAN Table 1) | 7.8 | 95.9 | 0.07" in md
+    assert (tmp_path / "quick.png").stat().st_size > 10_000
+
+
+def test_bad_arguments_are_refused(table, capsys):
+    with pytest.raises(SystemExit):
+        table.main(["--methods=WGAN"])
+    assert "unknown method 'WGAN'" in capsys.readouterr().err
