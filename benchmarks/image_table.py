@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -31,15 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
 from gan_jax.env import configure_xla  # noqa: E402
 
 configure_xla()
 
-from gan_jax.config import load_config  # noqa: E402
+from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
+from gan_jax.train.seeds import mean_sem  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +48,22 @@ class Table:
     rows: dict[str, dict]  # row -> config changes ("pack": m also multiplies the batch, as in PacGAN's code)
     paper: tuple[tuple[str, tuple[float | None, ...]], ...]  # the papers' rows, scores in the same order
     protocol: str
+
+
+def _fid_table(config: str, data: str, reference: str, *, wgan: float, ns: float) -> Table:
+    """Lucic et al.'s FID protocol for one dataset, with their best WGAN and NS GAN FIDs as the paper rows."""
+    return Table(
+        config=config,
+        eval_name="fid",
+        scores=("fid", "kid", "precision", "recall"),
+        rows={"NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64}},
+        paper=(
+            ("WGAN (Lucic et al., best)", (wgan, None, None, None)),
+            ("NS GAN (Lucic et al., best)", (ns, None, None, None)),
+        ),
+        protocol=f"{data} padded to 32x32; DCGAN, batch 64, 20 epochs; FID/KID/precision/recall of 10,000 samples "
+        f"against the 10,000 {reference} (TF-Inception pool3)",
+    )
 
 
 TABLES: dict[str, Table] = {
@@ -66,29 +80,9 @@ TABLES: dict[str, Table] = {
         protocol="Stacked MNIST (128,000 training images, 1,000 modes); DCGAN, batch 64 (packs), Adam 2e-4 beta1 0.5, "
         "z of 100; 26,000 samples labelled by gan_jax's MNIST classifier; modes hit and KL to uniform",
     ),
-    "fid_mnist": Table(
-        config="configs/dcgan.py:mnist",
-        eval_name="fid",
-        scores=("fid", "kid", "precision", "recall"),
-        rows={"NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64}},
-        paper=(
-            ("WGAN (Lucic et al., best)", (6.7, None, None, None)),
-            ("NS GAN (Lucic et al., best)", (6.8,) + (None,) * 3),
-        ),
-        protocol="MNIST 60,000 training digits padded to 32x32; DCGAN, batch 64, 20 epochs; FID/KID/precision/recall "
-        "of 10,000 samples against the 10,000 test digits (TF-Inception pool3)",
-    ),
-    "fid_fashion_mnist": Table(
-        config="configs/dcgan.py:fashion_mnist",
-        eval_name="fid",
-        scores=("fid", "kid", "precision", "recall"),
-        rows={"NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64}},
-        paper=(
-            ("WGAN (Lucic et al., best)", (21.5,) + (None,) * 3),
-            ("NS GAN (Lucic et al., best)", (26.5,) + (None,) * 3),
-        ),
-        protocol="Fashion-MNIST 60,000 training images padded to 32x32; DCGAN, batch 64, 20 epochs; FID/KID/"
-        "precision/recall of 10,000 samples against the 10,000 test images (TF-Inception pool3)",
+    "fid_mnist": _fid_table("configs/dcgan.py:mnist", "MNIST 60,000 training digits", "test digits", wgan=6.7, ns=6.8),
+    "fid_fashion_mnist": _fid_table(
+        "configs/dcgan.py:fashion_mnist", "Fashion-MNIST 60,000 training images", "test images", wgan=21.5, ns=26.5
     ),
 }
 
@@ -179,19 +173,6 @@ def _train_seconds(workdir: str) -> float | None:
         return round(sum(json.loads(line).get("interval_s", 0.0) for line in f), 1)
 
 
-def _parse_value(text: str):
-    """--set values: JSON where it parses (numbers, booleans, lists), else the string itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def mean_sem(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
-
-
 def markdown(table: Table, rows: list[dict], header: str) -> str:
     names = " | ".join(table.scores)
     lines = [header, "", f"| method | {names} | seeds | steps |", "|---" * (len(table.scores) + 3) + "|"]
@@ -224,12 +205,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds < 1 or args.steps < 0 or args.num_samples < 0:
         p.error("--seeds must be >= 1, --steps and --num_samples >= 0")
     name = args.name or args.table
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set {item!r}: use KEY=VALUE")
-        overrides[key] = _parse_value(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as e:
+        p.error(str(e))
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
     result: dict = {

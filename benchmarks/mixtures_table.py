@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install neede
 from gan_jax.config import load_config  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
-from gan_jax.train.seeds import init_seed_runs, train_seed_runs  # noqa: E402
+from gan_jax.train.seeds import init_seed_runs, mean_sem, train_seed_runs  # noqa: E402
 
 SCORES = ("modes", "high_quality_pct", "reverse_kl")
 
@@ -84,13 +83,6 @@ def row_config(mixture: str, method: str, epochs: float):
         target[last] = value
     config.num_train_steps = int(round(epochs * config.data.num_examples / config.batch_size))
     return config
-
-
-def mean_sem(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
-    a = np.asarray(values, np.float64)
-    sem = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
-    return float(a.mean()), sem
 
 
 def measure_vmap(mixture: str, seeds: list[int], steps: int) -> dict:

@@ -47,7 +47,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from gan_jax.config import load_config  # noqa: E402
+from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
 
 # jax is imported inside the functions that use it, so that the torch worker processes never load it.
 
@@ -375,10 +375,10 @@ def main() -> None:
     parser.add_argument("--_worker", choices=("jax",) + TORCH_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--_shared_file", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "-0123456789[{tf" else value
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as e:
+        parser.error(str(e))
     if args._worker == "jax":
         return jax_worker(args.config[0], overrides, args.steps, args._shared_file)
     if args._worker:

@@ -203,3 +203,22 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`KEY=VALUE` strings (the benchmarks' `--set`) -> {dotted key: value}, for `update_from_flattened_dict`.
+
+    A value is read as JSON where it parses (numbers, booleans, null, lists), else kept as the string itself.
+    """
+    import json
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides

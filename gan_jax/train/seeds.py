@@ -54,6 +54,13 @@ class SeedRuns:
         return [self.experiment.generate(self.state(i), num_samples, seed) for i in range(len(self.seeds))]
 
 
+def mean_sem(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean over seeds (sample std / sqrt(n); 0 for a single seed)."""
+    a = np.asarray(values, np.float64)
+    sem = float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+    return float(a.mean()), sem
+
+
 def init_seed_runs(config: ml_collections.ConfigDict, seeds: Sequence[int]) -> SeedRuns:
     """Fresh states for `seeds` of `config` (config.seed is ignored), each as `run.py --config.seed=s` starts."""
     seeds = tuple(int(s) for s in seeds)
