@@ -1,7 +1,15 @@
-"""gan_jax entry point: flags -> config -> mode (train | eval | sample).
+"""gan_jax entry point: flags -> config -> mode (train | eval | sample, and for StyleGAN2 generate | style_mixing |
+interpolate | project).
 
 python run.py --config=configs/dcgan.py --workdir=runs/dcgan
 python run.py --config=configs/dcgan.py --workdir=runs/dcgan --mode=sample --num_samples=1000 --out=samples.npz
+
+StyleGAN2 only (gan_jax/tools/stylegan_tools.py, gan_jax/tools/projector.py), written under --out (default
+WORKDIR/<mode>); seed s always gives the same image:
+python run.py --config=configs/stylegan.py --workdir=runs/stylegan --mode=generate --seeds=0-7,12 --psi=0.7
+python run.py --config=configs/stylegan.py --workdir=runs/stylegan --mode=style_mixing --seeds=0-4 --col_seeds=5-9
+python run.py --config=configs/stylegan.py --workdir=runs/stylegan --mode=interpolate --seeds=0-3 --num_frames=30
+python run.py --config=configs/stylegan.py --workdir=runs/stylegan --mode=project --target=img.png --w_plus
 """
 
 from gan_jax.env import configure_xla  # sets XLA_FLAGS before JAX initializes
@@ -17,10 +25,25 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with an argument: configs/dcgan.py:mnist")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+STYLEGAN_MODES = ["generate", "style_mixing", "interpolate", "project"]  # gan_jax/tools/stylegan_cli.py
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", *STYLEGAN_MODES], "What to do.")
 flags.DEFINE_integer("num_samples", 1000, "--mode=sample: how many samples.")
-flags.DEFINE_string("out", None, "--mode=sample: output .npz (default WORKDIR/samples.npz).")
+flags.DEFINE_string("out", None, "--mode=sample: output .npz (WORKDIR/samples.npz); StyleGAN2 modes: directory.")
 flags.DEFINE_integer("sample_seed", 0, "--mode=sample: seed of the latents.")
+flags.DEFINE_string(
+    "seeds",
+    None,
+    "StyleGAN2 modes: seeds as '0-7,12' (default: generate 0-7, style_mixing rows 0-4, interpolate 0-3); "
+    "--mode=project: the first seeds its noise.",
+)
+flags.DEFINE_string("col_seeds", None, "--mode=style_mixing: the columns' seeds (default 5-9).")
+flags.DEFINE_float("psi", 1.0, "StyleGAN2 modes: truncation psi (1: none).")
+flags.DEFINE_integer("class_idx", None, "StyleGAN2 modes: the class of a class-conditional model.")
+flags.DEFINE_integer("mixing_cutoff", None, "--mode=style_mixing: rows give ws [0, cutoff) (default: 4x4 and 8x8's).")
+flags.DEFINE_integer("num_frames", 30, "--mode=interpolate: frames of the GIF.")
+flags.DEFINE_string("target", None, "--mode=project: the image to project.")
+flags.DEFINE_integer("num_steps", 1000, "--mode=project: optimization steps.")
+flags.DEFINE_bool("w_plus", False, "--mode=project: optimize one w per layer (w+) instead of one w.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host jobs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -33,6 +56,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize()
     from gan_jax.errors import USER_ERRORS
+    from gan_jax.tools.stylegan_tools import StyleGANToolError
 
     if FLAGS.num_samples <= 0:
         raise app.UsageError(f"--num_samples={FLAGS.num_samples}: must be positive")
@@ -52,11 +76,30 @@ def main(argv: list[str]) -> int:
 
             out = FLAGS.out or f"{FLAGS.workdir}/samples.npz"
             print(sample(config, FLAGS.workdir, FLAGS.num_samples, out, FLAGS.sample_seed))
+        elif FLAGS.mode in STYLEGAN_MODES:
+            from gan_jax.tools.stylegan_cli import run_tool
+
+            paths = run_tool(
+                FLAGS.mode,
+                config,
+                FLAGS.workdir,
+                out=FLAGS.out,
+                seeds=FLAGS.seeds,
+                col_seeds=FLAGS.col_seeds,
+                psi=FLAGS.psi,
+                class_idx=FLAGS.class_idx,
+                cutoff=FLAGS.mixing_cutoff,
+                num_frames=FLAGS.num_frames,
+                target=FLAGS.target,
+                num_steps=FLAGS.num_steps,
+                w_plus=FLAGS.w_plus,
+            )
+            print("\n".join(paths))
         else:
             from gan_jax.tools.generate import evaluate
 
             print(json.dumps(evaluate(config, FLAGS.workdir)))
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, StyleGANToolError) as e:
         logging.error("%s: %s", type(e).__name__, e)
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -68,6 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.lr_decay = "constant"
     c.lr_decay_final = 0.0
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
+    # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
+    # steps as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup > 0 (Karras et al. 2020).
+    c.ema_kimg = 0.0
+    c.ema_rampup = 0.0
 
     # Evaluators by name (see gan_jax.metrics.evaluators): each runs every `every` steps and at the end of training
     # (every=0: only in --mode=eval). best_metric "<eval name>/<score>" keeps the best checkpoint by that score
@@ -119,6 +123,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.lr_decay in LR_DECAYS, "lr_decay", f"choose one of {', '.join(LR_DECAYS)}")
     need(0.0 <= config.lr_decay_final <= 1.0, "lr_decay_final", "must be in [0, 1]")
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
+    need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
+    need(config.ema_rampup >= 0.0, "ema_rampup", "must be >= 0 (0 = no ramp-up)")
     need(config.model.z_dim > 0, "model.z_dim", "must be positive")
     need(config.model.z_dist in Z_DISTRIBUTIONS, "model.z_dist", f"choose one of {', '.join(Z_DISTRIBUTIONS)}")
     for player in ("g", "d"):

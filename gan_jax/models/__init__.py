@@ -12,11 +12,12 @@ from collections.abc import Callable
 import flax.linen as nn
 import ml_collections
 
-from gan_jax.models import dcgan, mlp
+from gan_jax.models import dcgan, mlp, stylegan2
 
 MODELS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "mlp": mlp.build,
     "dcgan": dcgan.build,
+    "stylegan2": stylegan2.build,
 }
 # Fields of config.model that belong to the trainer, not to the build function.
 _TRAINER_FIELDS = ("name", "z_dim", "z_dist")

@@ -86,9 +86,21 @@ class UnconditionalGAN:
         """Samples from the generator with its own parameters and state (live or EMA)."""
         return apply_network(self.generator, params, state, z, train=train)
 
+    def phase(self, step: int) -> tuple:
+        """The static phase of step `step` (see train/step.py): every step of this game is alike."""
+        del step
+        return ()
+
     def player_loss(
-        self, player: str, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
+        self,
+        player: str,
+        params: dict[str, PyTree],
+        state: dict[str, PyTree],
+        batch: dict[str, Array],
+        rng: Array,
+        phase: tuple | None = None,
     ) -> LossOut:
+        del phase
         return self.d_loss(params, state, batch, rng) if player == "d" else self.g_loss(params, state, batch, rng)
 
     def d_loss(
@@ -138,3 +150,19 @@ class UnconditionalGAN:
         )
         loss = self.loss.g(fake_logits)
         return loss, ({"generator": g_state}, {"g_loss": loss})
+
+    def eval_losses(
+        self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
+    ) -> dict[str, Array]:
+        """Both players' losses on a real batch in inference mode, without augmentation or penalties (--mode=eval)."""
+        z = self.sample_latents(rng, batch["x"].shape[0])
+        fake, _ = self.generate(params["generator"], state["generator"], z)
+        d_params, d_state = params["discriminator"], state["discriminator"]
+        d = lambda v: apply_network(self.discriminator, d_params, d_state, self.d_input(v, None), train=False)[0]  # noqa: E731
+        real_logits, fake_logits = d(batch["x"]), d(fake)
+        return {
+            "d_loss": self.loss.d(real_logits, fake_logits),
+            "g_loss": self.loss.g(fake_logits),
+            "d_real": jnp.mean(real_logits),
+            "d_fake": jnp.mean(fake_logits),
+        }

@@ -1,4 +1,5 @@
-"""Gradient penalties on the discriminator: WGAN-GP (Gulrajani et al. 2017) and R1 (Mescheder et al. 2018)."""
+"""Regularizers: WGAN-GP (Gulrajani et al. 2017) and R1 (Mescheder et al. 2018) on the discriminator, and StyleGAN2's
+path-length regularization (Karras et al. 2020) on the generator."""
 
 from __future__ import annotations
 
@@ -27,3 +28,23 @@ def gradient_penalty(d_fn: Callable[[Array], Array], real: Array, fake: Array, r
 def r1_penalty(d_fn: Callable[[Array], Array], real: Array) -> Array:
     """mean(||grad D(x)||^2) at real samples; the caller multiplies by gamma / 2."""
     return jnp.mean(_per_example_grad_sq_norm(d_fn, real))
+
+
+def path_lengths(synthesize: Callable[[Array], Array], ws: Array, rng: Array) -> tuple[Array, Array]:
+    """(|J_w^T y| per example, images) for ws (N, L, D), J the Jacobian of the NHWC images in w, y ~ N(0, 1/(H W)).
+
+    The length is sqrt(mean over the L layers of the squared norm over D), as in StyleGAN2's loss.py; scaling y by
+    1/sqrt(H W) makes it independent of the resolution.
+    """
+    images, pullback = jax.vjp(synthesize, ws)
+    y = jax.random.normal(rng, images.shape, images.dtype) / jnp.sqrt(images.shape[1] * images.shape[2])
+    grads = pullback(y)[0]
+    return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grads), axis=2), axis=1)), images
+
+
+def path_length_penalty(lengths: Array, pl_mean: Array, decay: float) -> tuple[Array, Array]:
+    """(mean((lengths - a)^2), a) with a = pl_mean moved by `decay` towards the batch's mean length: the penalty pulls
+    every length towards the running mean, i.e. a generator whose output changes equally fast in every direction.
+    As in the official code, `a` is not detached inside the penalty; the caller stores it detached."""
+    new_mean = pl_mean + decay * (jnp.mean(lengths) - pl_mean)
+    return jnp.mean(jnp.square(lengths - new_mean)), new_mean

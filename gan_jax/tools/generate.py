@@ -6,11 +6,9 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gan_jax.objectives.game import apply_network
 from gan_jax.train import parallel
 from gan_jax.train.checkpoint import CheckpointError
 from gan_jax.train.evaluation import Evaluations
@@ -41,25 +39,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exp, state = restore(config, workdir)
     game = exp.game
 
-    @jax.jit
-    def losses(state: TrainState, x: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
-        params, ms = state.params, state.model_state
-        z = game.sample_latents(rng, x.shape[0])
-        fake, _ = apply_network(game.generator, params["generator"], ms["generator"], z, train=False)
-        d_params, d_state = params["discriminator"], ms["discriminator"]
-        d = lambda v: apply_network(game.discriminator, d_params, d_state, game.d_input(v, None), train=False)[0]  # noqa: E731
-        real_logits, fake_logits = d(x), d(fake)
-        return {
-            "d_loss": game.loss.d(real_logits, fake_logits),
-            "g_loss": game.loss.g(fake_logits),
-            "d_real": jnp.mean(real_logits),
-            "d_fake": jnp.mean(fake_logits),
-        }
+    losses = jax.jit(lambda state, batch, rng: game.eval_losses(state.params, state.model_state, batch, rng))
 
     rows = []
     for i in range(config.eval_batches):
-        x = parallel.global_batch(exp.dataset.batch(i, config.batch_size), exp.mesh)["x"]
-        rows.append(jax.device_get(losses(state, x, jax.random.PRNGKey(i))))
+        batch = parallel.global_batch(exp.dataset.batch(i, config.batch_size), exp.mesh)
+        rows.append(jax.device_get(losses(state, batch, jax.random.PRNGKey(i))))
     result: dict = {"step": int(state.step), "model": config.model.name, "dataset": config.data.name}
     result.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0]})
     grid = os.path.join(workdir, "eval", f"samples_step_{int(state.step):07d}.png")

@@ -26,7 +26,7 @@ from gan_jax.objectives import get_loss
 from gan_jax.objectives.game import UnconditionalGAN
 from gan_jax.train import parallel
 from gan_jax.train.checkpoint import Checkpoints, model_signature
-from gan_jax.train.optim import lr_decay_factor, make_optimizer, make_optimizers
+from gan_jax.train.optim import ema_decay_schedule, lr_decay_factor, make_optimizer, make_optimizers
 from gan_jax.train.state import TrainState, create_train_state
 from gan_jax.train.step import make_train_step
 from gan_jax.train.visualize import to_uint8
@@ -44,6 +44,7 @@ class Experiment:
     mesh: Mesh
     abstract_state: TrainState
     checkpoints: Checkpoints | None  # None when built without a workdir (`setup(..., workdir=None)`)
+    _compiled_steps: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def state_sharding(self):
@@ -68,21 +69,37 @@ class Experiment:
         x = np.concatenate(out)[:num_samples]
         return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
 
-    def make_train_step(self):
+    def make_train_step(self, phase: tuple | None = None):
         """The config's pure, un-jitted update (state, batch) -> (state, metrics); the caller jits it (the loop with
-        shardings and donation, benchmarks vmapped over seeds), so every user steps exactly the same way."""
+        shardings and donation, benchmarks vmapped over seeds), so every user steps exactly the same way.
+        `phase`: the game's static phase of the steps it will run (`game.phase(step)`), or None to decide in-graph."""
         config = self.config
         return make_train_step(
             self.game,
             self.optimizers,
             n_critic=config.n_critic,
-            ema_decay=config.ema_decay,
+            ema_decay=ema_decay_schedule(config),
             inject_nan_at_step=config.debug.inject_nan_at_step,
             skip_nonfinite=config.nonfinite_policy == "skip",
             unroll_steps=config.unroll_steps,
             unroll_optimizer=make_optimizer(config.optim.d, differentiable=True),
             lr_factor=lr_decay_factor(config),
+            phase=phase,
         )
+
+    def train_step(self, step: int):
+        """The jitted update for training step `step` (0-based: the state's step before it), state donated, compiled
+        once per phase of the game (one for most games; three for StyleGAN2's lazy regularization)."""
+        phase = self.game.phase(step)
+        if phase not in self._compiled_steps:
+            replicated = parallel.replicated(self.mesh)
+            self._compiled_steps[phase] = jax.jit(
+                self.make_train_step(phase),
+                in_shardings=(replicated, parallel.batch_sharding(self.mesh)),
+                out_shardings=(replicated, replicated),
+                donate_argnums=0,
+            )
+        return self._compiled_steps[phase]
 
     @property
     def initializer(self):
@@ -109,7 +126,11 @@ def _state_initializer(game, optimizers, batch_size: int, data_shape: tuple[int,
     return functools.partial(create_train_state, game, optimizers, example=example)
 
 
-def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> UnconditionalGAN:
+def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], num_classes: int | None = None):
+    """The game of `config.model.name`: StyleGAN2's own objective for "stylegan2", the generic one otherwise.
+    `num_classes` is the dataset's (None: unknown, not checked)."""
+    if config.model.name == "stylegan2":
+        return _stylegan2_game(config, data_shape, num_classes)
     if config.diffaugment and len(data_shape) != 3:
         raise ConfigError(
             f"config.diffaugment={config.diffaugment!r}: DiffAugment needs images (H, W, C), "
@@ -129,6 +150,92 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -
     )
 
 
+def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], num_classes: int | None):
+    """StyleGAN2's game from `config.stylegan` (see configs/stylegan.py); fields it cannot honour are refused."""
+    from gan_jax.objectives.ada import parse_groups
+    from gan_jax.objectives.stylegan2 import AUGMENTS, StyleGAN2Game
+
+    s = config.get("stylegan")
+    if s is None:
+        raise ConfigError(
+            "config.stylegan: model 'stylegan2' needs its objective's settings; start from configs/stylegan.py"
+        )
+
+    def need(cond: bool, field: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"config.{field}: {msg}")
+
+    for field, value, ok in (
+        ("loss", config.loss, config.loss == "non_saturating"),
+        ("gp_weight", config.gp_weight, config.gp_weight == 0),
+        ("pack", config.pack, config.pack == 1),
+        ("unroll_steps", config.unroll_steps, config.unroll_steps == 0),
+        ("n_critic", config.n_critic, config.n_critic == 1),
+        ("model.z_dist", config.model.z_dist, config.model.z_dist == "normal"),
+    ):
+        need(
+            ok,
+            f"{field}={value!r}",
+            "StyleGAN2's objective supports only its own setting here (see configs/stylegan.py)",
+        )
+    need(s.augment in AUGMENTS, f"stylegan.augment={s.augment!r}", f"choose one of {', '.join(AUGMENTS)}")
+    need(
+        not config.diffaugment or s.augment == "diffaugment",
+        f"diffaugment={config.diffaugment!r}",
+        "is StyleGAN2's augmentation policy only with stylegan.augment='diffaugment'",
+    )
+    try:
+        parse_groups(s.ada_groups)
+    except ValueError as e:
+        need(False, f"stylegan.ada_groups={s.ada_groups!r}", str(e))
+    for field in ("r1_interval", "pl_interval", "pl_batch_shrink", "ada_interval"):
+        need(s[field] >= 1, f"stylegan.{field}={s[field]!r}", "must be >= 1")
+    need(s.pl_weight >= 0, f"stylegan.pl_weight={s.pl_weight!r}", "must be >= 0")
+    need(0 <= s.style_mixing_prob <= 1, f"stylegan.style_mixing_prob={s.style_mixing_prob!r}", "must be in [0, 1]")
+    need(0 <= s.ada_p_init <= 1, f"stylegan.ada_p_init={s.ada_p_init!r}", "must be in [0, 1]")
+    need(s.ada_kimg > 0, f"stylegan.ada_kimg={s.ada_kimg!r}", "must be positive")
+    classes = config.model.get("num_classes", 0)
+    if classes and num_classes is not None:
+        need(
+            num_classes > 0,
+            f"model.num_classes={classes}",
+            f"class conditioning needs a labelled dataset; {config.data.name!r} has no labels",
+        )
+        need(classes >= num_classes, f"model.num_classes={classes}", f"the dataset has {num_classes} classes")
+    group = config.model.get("d_mbstd_group", 4)
+    need(
+        group == 0 or config.batch_size % min(group, config.batch_size) == 0,
+        f"model.d_mbstd_group={group}",
+        f"the group size must divide the batch ({config.batch_size}) or exceed it",
+    )
+    need(
+        s.pl_weight == 0 or config.batch_size // s.pl_batch_shrink >= 1,
+        f"stylegan.pl_batch_shrink={s.pl_batch_shrink}",
+        f"leaves no examples of the batch of {config.batch_size}",
+    )
+    generator, discriminator = build_networks(config.model, data_shape)
+    return StyleGAN2Game(
+        generator=generator,
+        discriminator=discriminator,
+        z_dim=config.model.z_dim,
+        num_classes=classes,
+        r1_gamma=config.r1_gamma,
+        r1_interval=s.r1_interval,
+        pl_weight=s.pl_weight,
+        pl_interval=s.pl_interval,
+        pl_decay=s.pl_decay,
+        pl_batch_shrink=s.pl_batch_shrink,
+        style_mixing_prob=s.style_mixing_prob,
+        augment=s.augment,
+        diffaugment_policy=config.diffaugment or "color,translation,cutout",
+        ada_groups=s.ada_groups,
+        ada_target=s.ada_target,
+        ada_interval=s.ada_interval,
+        ada_kimg=s.ada_kimg,
+        ada_p_init=s.ada_p_init,
+    )
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Experiment:
     """Validates `config` and builds its experiment; `workdir=None` builds one without checkpoints (in-memory runs)."""
     quiet_library_logs()
@@ -139,7 +246,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Experiment:
         raise
     except ValueError as e:  # the data layer names the field (config.data.<field>=...)
         raise ConfigError(str(e)) from e
-    game = build_game(config, dataset.shape)
+    game = build_game(config, dataset.shape, dataset.num_classes)
     optimizers = make_optimizers(config)
     mesh = parallel.make_mesh()
     sharding = parallel.replicated(mesh)

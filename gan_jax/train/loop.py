@@ -140,12 +140,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         evaluations.trim(start)
 
     replicated = parallel.replicated(exp.mesh)
-    train_step = jax.jit(
-        exp.make_train_step(),
-        in_shardings=(replicated, parallel.batch_sharding(exp.mesh)),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
     progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
 
     def batches_from(step: int):
@@ -205,9 +199,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     try:
         with _StopOnSignal() as stop:
             while step < total:
-                step += 1
                 batch = parallel.global_batch(next(batches), exp.mesh)
-                state, metrics = train_step(state, batch)
+                state, metrics = exp.train_step(step)(state, batch)
+                step += 1
                 if pending is not None and diverged(pending):
                     roll_back(pending[0])
                     continue

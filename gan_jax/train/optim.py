@@ -32,6 +32,23 @@ def make_optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.Gradie
     return {player: make_optimizer(config.optim[player]) for player in ("g", "d")}
 
 
+def ema_decay_schedule(config: ml_collections.ConfigDict) -> float | Callable[[jax.Array], jax.Array]:
+    """The generator EMA's decay: `config.ema_decay` (a number; the step applies its own warm-up), or with
+    `config.ema_kimg` > 0 StyleGAN's half-life schedule, step -> 0.5 ** (batch / min(ema_kimg * 1000, images seen
+    * ema_rampup)): at step 0 the average is a copy, and it lengthens to a half-life of ema_kimg thousand images."""
+    if config.ema_kimg <= 0:
+        return config.ema_decay
+    batch, half_life, rampup = config.batch_size, config.ema_kimg * 1000.0, config.ema_rampup
+
+    def decay(step: jax.Array) -> jax.Array:
+        nimg = jnp.asarray(half_life, jnp.float32)
+        if rampup > 0:
+            nimg = jnp.minimum(nimg, step.astype(jnp.float32) * batch * rampup)
+        return 0.5 ** (batch / jnp.maximum(nimg, 1e-8))
+
+    return decay
+
+
 def lr_decay_factor(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array] | None:
     """step -> the factor on both players' learning rates (`config.lr_decay`), or None for a constant rate.
 

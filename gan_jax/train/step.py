@@ -35,7 +35,18 @@ Lookahead = Callable[[dict[str, PyTree], dict[str, PyTree]], tuple[dict[str, PyT
 
 
 def _update_player(
-    game, tx, player, nets, params, model_state, opt_state, batch, rng, lr_scale=1.0, lookahead: Lookahead | None = None
+    game,
+    tx,
+    player,
+    nets,
+    params,
+    model_state,
+    opt_state,
+    batch,
+    rng,
+    lr_scale=1.0,
+    lookahead: Lookahead | None = None,
+    phase=None,
 ):
     """One optimizer step for `player` on the networks it owns; returns new params, state, opt state and metrics.
 
@@ -43,6 +54,7 @@ def _update_player(
     and SGD; divergence rollbacks lower it without rebuilding the optimizer or changing its state's structure.
     `lookahead` (params, model state) -> (params, model state) maps the networks the loss is evaluated with (an
     unrolled opponent) and is differentiated through; the model state it returns is used for the loss only.
+    `phase` is the game's static phase of this step (see `make_train_step`).
     """
     own = {n: params[n] for n in nets}
 
@@ -50,7 +62,7 @@ def _update_player(
         full, states = {**params, **own_params}, model_state
         if lookahead is not None:
             full, states = lookahead(full, model_state)
-        return game.player_loss(player, full, states, batch, rng)
+        return game.player_loss(player, full, states, batch, rng, phase=phase)
 
     (_, (new_model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(own)
     updates, opt_state = tx.update(grads, opt_state, own)
@@ -86,18 +98,24 @@ def make_train_step(
     optimizers: dict[str, optax.GradientTransformation],
     *,
     n_critic: int = 1,
-    ema_decay: float = 0.999,
+    ema_decay: float | Callable[[jax.Array], jax.Array] = 0.999,
     inject_nan_at_step: int = -1,
     skip_nonfinite: bool = False,
     unroll_steps: int = 0,
     unroll_optimizer: optax.GradientTransformation | None = None,
     lr_factor: Callable[[jax.Array], jax.Array] | None = None,
+    phase: tuple | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples.
 
     `unroll_optimizer` advances the first player in the look-ahead (default: its own optimizer); it must take the
     same state and be safe to differentiate through (`optim.make_optimizer(..., differentiable=True)`).
     `lr_factor(step)` multiplies every player's updates on top of `state.lr_scale` (a decay schedule).
+    `ema_decay`: a number (warmed up as min(ema_decay, (1 + t) / (10 + t))) or a function of the step.
+    `phase`: what `game.phase(step)` returns for the steps this function will run, which lets a game leave out work
+    that only some steps do (StyleGAN2's lazy regularization) at trace time; None makes the game decide from the
+    traced state instead (with `lax.cond`, which XLA:CPU runs far slower than straight-line code, so the trainer
+    compiles one step per phase; None is for vmapped or scanned uses, where a cond becomes a select anyway).
     """
     (first, first_nets), *others = game.players
 
@@ -127,6 +145,7 @@ def make_train_step(
                 sub_batch,
                 key,
                 lr_scale,
+                phase=phase,
             )
             return (params, model_state, opt_state), metrics
 
@@ -161,12 +180,16 @@ def make_train_step(
                 player_rng,
                 lr_scale,
                 lookahead,
+                phase=phase,
             )
             metrics.update(player_metrics)
 
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
         # Early steps average over fewer updates, so the EMA is not dominated by the random initialisation.
-        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        if callable(ema_decay):
+            decay = ema_decay(state.step)
+        else:
+            decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = lambda avg, new: decay * avg + (1.0 - decay) * new  # noqa: E731
         new_state = state.replace(
             step=state.step + 1,

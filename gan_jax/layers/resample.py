@@ -1,0 +1,63 @@
+"""FIR up- and down-sampling by 2 with StyleGAN2's [1, 3, 3, 1] filter, written as shifted sums.
+
+StyleGAN2 (Karras et al. 2020) resamples with a separable low-pass filter instead of nearest-neighbour copies or
+strided taps, which keeps aliasing out of the feature maps. The official code runs `upfirdn2d` (zero-insertion,
+padding, 4x4 filtering); for a factor of 2 that reduces to two-tap and four-tap sums of neighbouring pixels per axis,
+which is what this module computes with slices and zero padding: exact, differentiable, and only elementwise work, so
+it costs next to nothing on a CPU, where a depthwise convolution with input dilation would be slow.
+
+Per axis, with x zero outside the image:
+  upsample:    out[2i] = (x[i-1] + 3 x[i]) / 4,   out[2i+1] = (3 x[i] + x[i+1]) / 4
+  downsample:  out[i] = (x[2i-1] + 3 x[2i] + 3 x[2i+1] + x[2i+2]) / 8
+  blur:        out[j] = (x[j-1] + 3 x[j] + 3 x[j+1] + x[j+2]) / 8      (same size; `downsample` is blur at even j)
+These are the official `upsample2d(x, [1,3,3,1])` and `downsample2d(x, [1,3,3,1])` (padding 0) exactly, gain included.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _shift(x: Array, offset: int, axis: int) -> Array:
+    """y[i] = x[i + offset] along `axis`, zero where i + offset falls outside."""
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (max(-offset, 0), max(offset, 0))
+    x = jnp.pad(x, pad)
+    start = max(offset, 0)
+    return jax.lax.slice_in_dim(x, start, start + n, axis=axis)
+
+
+def _upsample_axis(x: Array, axis: int) -> Array:
+    even = 0.25 * _shift(x, -1, axis) + 0.75 * x
+    odd = 0.75 * x + 0.25 * _shift(x, 1, axis)
+    out = jnp.stack([even, odd], axis=axis + 1)  # interleave: (..., n, 2, ...) -> (..., 2n, ...)
+    return out.reshape(x.shape[:axis] + (2 * x.shape[axis],) + x.shape[axis + 1 :])
+
+
+def _blur_axis(x: Array, axis: int) -> Array:
+    return (_shift(x, -1, axis) + 3.0 * x + 3.0 * _shift(x, 1, axis) + _shift(x, 2, axis)) / 8.0
+
+
+def upsample2d(x: Array) -> Array:
+    """NHWC -> (N, 2H, 2W, C): zero-insertion followed by the [1, 3, 3, 1] filter with gain 4 (bilinear-like)."""
+    return _upsample_axis(_upsample_axis(x, 1), 2)
+
+
+def blur2d(x: Array) -> Array:
+    """The [1, 3, 3, 1] filter (unit gain) at every pixel, aligned so that `downsample2d` = blur at even pixels.
+
+    Before a stride-2 convolution it gives StyleGAN2's filtered downsampling convolution: blur then stride-2 taps
+    equals stride-2 sampling of (convolution then blur), since the two stride-1 filters commute.
+    """
+    return _blur_axis(_blur_axis(x, 1), 2)
+
+
+def downsample2d(x: Array) -> Array:
+    """NHWC (even H, W) -> (N, H/2, W/2, C): the [1, 3, 3, 1] filter then every second pixel."""
+    if x.shape[1] % 2 or x.shape[2] % 2:
+        raise ValueError(f"downsample2d needs an even height and width, got {x.shape[1]}x{x.shape[2]}")
+    return blur2d(x)[:, ::2, ::2, :]
