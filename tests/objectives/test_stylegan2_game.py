@@ -193,3 +193,19 @@ def test_every_variant_validates_and_its_networks_build(variant):
     if variant == "cifar10":  # the ADA paper's cifar spec: 100,000 kimg at batch 64, 512 channels, mbstd 32
         assert config.num_train_steps == 100_000 * 1000 // 64
         assert (config.model.channel_base, config.model.d_mbstd_group, config.r1_gamma) == (32768, 32, 0.01)
+
+
+@pytest.mark.parametrize("augment", ["ada", "diffaugment"])
+def test_augmentation_changes_what_d_sees_and_keeps_g_differentiable(augment):
+    game, params, state, batch = make_game(QuadraticD(0.5), augment=augment, ada_p_init=1.0)
+    rng = jax.random.PRNGKey(5)
+    none_game = make_game(QuadraticD(0.5))[0]
+    seen = game.d_input(batch["x"], rng, jnp.asarray(1.0))
+    assert seen.shape == batch["x"].shape and not np.allclose(seen, batch["x"])
+    np.testing.assert_array_equal(none_game.d_input(batch["x"], rng, jnp.asarray(1.0)), batch["x"])
+    np.testing.assert_array_equal(game.d_input(batch["x"], None, jnp.asarray(1.0)), batch["x"])  # evaluation
+    grads = jax.grad(lambda gp: game.g_loss({**params, "generator": gp}, state, batch, rng, do_pl=False)[0])(
+        params["generator"]
+    )
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads))) > 0
