@@ -90,8 +90,9 @@ def get_config(arg: str = "mnist"):
         # Sized for 2 CPU cores; the recipe otherwise follows the official "auto" config at 32x32 (map=2; EMA
         # half-life batch * 10/32 kimg with ramp-up 0.05; minibatch std over 4), except two changes for a run of
         # only ~100 kimg: R1 gamma 0.5 instead of auto's 0.0064, and a mapping learning-rate multiplier of 0.1
-        # instead of 0.01. With auto's values every sample was the same digit for the first 1,000+ steps; with these
-        # the samples diversify by step 1,500 (README).
+        # instead of 0.01. With the multiplier at 0.01 (gamma 0.5) every sample was the same digit through step
+        # 1,000, where that trial was stopped; with 0.1 the samples diversify by step 1,500 (README). Auto's gamma
+        # was tried only before a wiring fix and is untested since.
         c.data.name = "mnist" if variant == "smoke" else variant
         c.data.split = "train+validation" if c.data.name == "mnist" else "train"
         c.data.resolution, c.data.resize, c.data.channels = 32, "pad", 1
