@@ -1,8 +1,13 @@
-"""gan_jax entry point: flags -> config -> mode (train | eval | sample, and for StyleGAN2 generate | style_mixing |
-interpolate | project).
+"""gan_jax entry point: flags -> config -> mode (train | eval | sample | synthesize, and for StyleGAN2 generate |
+style_mixing | interpolate | project).
 
 python run.py --config=configs/dcgan.py --workdir=runs/dcgan
 python run.py --config=configs/dcgan.py --workdir=runs/dcgan --mode=sample --num_samples=1000 --out=samples.npz
+
+A labelled synthetic dataset from a class-conditional model (gan_jax/tools/synthetic.py): --out ending in .npz gives
+an npz (x, label, metadata), anything else a folder OUT/train/<class>/<i>.png (TFDS ImageFolder's layout; gan_jax
+reads it with --config.data.name=folder --config.data.path=OUT/train):
+python run.py --config=configs/sngan.py --workdir=runs/sngan --mode=synthesize --per_class=6000 --out=synthetic.npz
 
 StyleGAN2 only (gan_jax/tools/stylegan_tools.py, gan_jax/tools/projector.py), written under --out (default
 WORKDIR/<mode>); seed s always gives the same image:
@@ -26,10 +31,17 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with an argument: configs/dcgan.py:mnist")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 STYLEGAN_MODES = ["generate", "style_mixing", "interpolate", "project"]  # gan_jax/tools/stylegan_cli.py
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", *STYLEGAN_MODES], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "synthesize", *STYLEGAN_MODES], "What to do.")
 flags.DEFINE_integer("num_samples", 1000, "--mode=sample: how many samples.")
-flags.DEFINE_string("out", None, "--mode=sample: output .npz (WORKDIR/samples.npz); StyleGAN2 modes: directory.")
-flags.DEFINE_integer("sample_seed", 0, "--mode=sample: seed of the latents.")
+flags.DEFINE_string(
+    "out",
+    None,
+    "--mode=sample: output .npz (WORKDIR/samples.npz); --mode=synthesize: a .npz file or else a folder "
+    "(WORKDIR/synthetic.npz); StyleGAN2 modes: directory.",
+)
+flags.DEFINE_integer("sample_seed", 0, "--mode=sample and --mode=synthesize: seed of the latents.")
+flags.DEFINE_integer("per_class", None, "--mode=synthesize: images of each class (required).")
+flags.DEFINE_bool("overwrite", False, "--mode=synthesize: replace a non-empty --out instead of refusing.")
 flags.DEFINE_string(
     "seeds",
     None,
@@ -57,6 +69,7 @@ def main(argv: list[str]) -> int:
         jax.distributed.initialize()
     from gan_jax.errors import USER_ERRORS
     from gan_jax.tools.stylegan_tools import StyleGANToolError
+    from gan_jax.tools.synthetic import SyntheticDataError
 
     if FLAGS.num_samples <= 0:
         raise app.UsageError(f"--num_samples={FLAGS.num_samples}: must be positive")
@@ -76,6 +89,24 @@ def main(argv: list[str]) -> int:
 
             out = FLAGS.out or f"{FLAGS.workdir}/samples.npz"
             print(sample(config, FLAGS.workdir, FLAGS.num_samples, out, FLAGS.sample_seed))
+        elif FLAGS.mode == "synthesize":
+            from gan_jax.tools.synthetic import write_synthetic
+
+            if FLAGS.per_class is None:
+                raise SyntheticDataError("--mode=synthesize needs --per_class=N (images of each class)")
+            out = FLAGS.out or f"{FLAGS.workdir}/synthetic.npz"
+            spec = config_flags.get_config_filename(FLAGS["config"])
+            print(
+                write_synthetic(
+                    config,
+                    FLAGS.workdir,
+                    FLAGS.per_class,
+                    out,
+                    FLAGS.sample_seed,
+                    overwrite=FLAGS.overwrite,
+                    config_name=spec,
+                )
+            )
         elif FLAGS.mode in STYLEGAN_MODES:
             from gan_jax.tools.stylegan_cli import run_tool
 
@@ -99,7 +130,7 @@ def main(argv: list[str]) -> int:
             from gan_jax.tools.generate import evaluate
 
             print(json.dumps(evaluate(config, FLAGS.workdir)))
-    except (*USER_ERRORS, StyleGANToolError) as e:
+    except (*USER_ERRORS, StyleGANToolError, SyntheticDataError) as e:
         logging.error("%s: %s", type(e).__name__, e)
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_train_steps = 1000
     c.batch_size = 64  # global batch, split over all devices
     c.n_critic = 1  # discriminator steps per generator step; each sees its own real batch
+    # Gradient accumulation: each player's step averages the gradients of this many micro-batches of batch_size /
+    # grad_accum examples (BigGAN's batch of 2048 on a few devices); batch statistics are per micro-batch.
+    c.grad_accum = 1
 
     c.data = ml_collections.ConfigDict(
         {
@@ -68,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.lr_decay = "constant"
     c.lr_decay_final = 0.0
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
+    c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
     # steps as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup > 0 (Karras et al. 2020).
     c.ema_kimg = 0.0
@@ -100,6 +104,20 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def conditional_section(**overrides) -> ml_collections.ConfigDict:
+    """`config.conditional`: the settings of SNGAN's and BigGAN's class-conditional game (objectives/conditional.py)."""
+    section = {
+        "ortho_weight": 0.0,  # BigGAN's orthogonal regularization of G (paper: 1e-4); 0 = off
+        "truncation": 0.0,  # sampling: z from N(0, 1) truncated to [-t, t] (BigGAN's truncation trick); 0 = off
+        "standing_stats": 0,  # sampling: G's batch norm from this many batches' mean moments (BigGAN); 0 = off
+    }
+    unknown = sorted(set(overrides) - set(section))
+    if unknown:
+        raise ValueError(f"conditional_section has no field {unknown[0]!r}")
+    section.update(overrides)
+    return ml_collections.ConfigDict(section)
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     """Raises ConfigError naming the first field whose value cannot work."""
 
@@ -116,6 +134,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         f"must be divisible by the number of devices ({num_devices}) for data parallelism",
     )
     need(config.n_critic >= 1, "n_critic", "must be >= 1")
+    need(config.grad_accum >= 1, "grad_accum", "must be >= 1 (1 = no accumulation)")
+    need(
+        config.batch_size % (config.grad_accum * num_devices) == 0,
+        "grad_accum",
+        f"batch_size ({config.batch_size}) must split into grad_accum micro-batches divisible by the number of "
+        f"devices ({num_devices})",
+    )
     need(config.loss in LOSSES, "loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
     need(config.gp_weight >= 0, "gp_weight", "must be >= 0")
     need(config.r1_gamma >= 0, "r1_gamma", "must be >= 0")
@@ -124,6 +149,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(0.0 <= config.lr_decay_final <= 1.0, "lr_decay_final", "must be in [0, 1]")
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
     need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
+    need(config.ema_start >= 0, "ema_start", "must be >= 0")
+    need(config.ema_start == 0 or config.ema_kimg == 0, "ema_start", "applies to ema_decay, not to ema_kimg's schedule")
     need(config.ema_rampup >= 0.0, "ema_rampup", "must be >= 0 (0 = no ramp-up)")
     need(config.model.z_dim > 0, "model.z_dim", "must be positive")
     need(config.model.z_dist in Z_DISTRIBUTIONS, "model.z_dist", f"choose one of {', '.join(Z_DISTRIBUTIONS)}")

@@ -29,6 +29,8 @@ class EvalContext:
 
     generate: Callable[[int, int], np.ndarray]  # (num_samples, seed) -> samples
     data: ml_collections.ConfigDict
+    # Class-conditional models only: (labels, seed) -> samples of those classes; None for unconditional ones.
+    generate_labelled: Callable[[np.ndarray, int], np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,9 @@ _FIELDS: dict[str, dict[str, Any]] = {
     "modes": {"num_samples": 2_500},
     # Stacked MNIST (1,000 modes) through gan_jax's MNIST classifier: modes and KL to uniform of 26,000 samples.
     "stacked_mnist": {"num_samples": 26_000},
+    # Class-conditional MNIST models: the share of samples generated for class c that gan_jax's MNIST classifier
+    # labels c (intra-class accuracy), overall and for the worst class; samples are drawn class-balanced.
+    "class_accuracy": {"num_samples": 10_000},
 }
 
 
@@ -155,7 +160,33 @@ def _stacked_mnist(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalRes
     return EvalResult({k: float(v) for k, v in scores.items()}, protocol)
 
 
-EVALUATORS: dict[str, Evaluator] = {"inception": _inception, "modes": _modes, "stacked_mnist": _stacked_mnist}
+def _class_accuracy(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:
+    from gan_jax.metrics.classifier import mnist_classifier
+
+    if ctx.generate_labelled is None:
+        raise ValueError("evaluator 'class_accuracy' needs a class-conditional model (config.model.num_classes > 0)")
+    if ctx.data.name != "mnist":
+        raise ValueError(f"evaluator 'class_accuracy' uses an MNIST digit classifier; the data is {ctx.data.name!r}")
+    labels = np.arange(spec.num_samples, dtype=np.int32) % 10
+    classifier = mnist_classifier()
+    predicted = classifier.predict(ctx.generate_labelled(labels, spec.seed))
+    hits = predicted == labels
+    per_class = np.array([hits[labels == c].mean() for c in range(10)])
+    protocol = {
+        "metric": "intra-class accuracy: gan_jax's MNIST classifier's agreement with the requested labels",
+        "classifier_test_accuracy": classifier.test_accuracy,
+        "num_fake": spec.num_samples,
+    }
+    scores = {"accuracy": float(hits.mean()), "worst_class_accuracy": float(per_class.min())}
+    return EvalResult(scores, protocol)
+
+
+EVALUATORS: dict[str, Evaluator] = {
+    "inception": _inception,
+    "modes": _modes,
+    "stacked_mnist": _stacked_mnist,
+    "class_accuracy": _class_accuracy,
+}
 
 
 def run_evaluator(spec: ml_collections.ConfigDict, ctx: EvalContext) -> EvalResult:

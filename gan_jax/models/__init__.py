@@ -12,12 +12,14 @@ from collections.abc import Callable
 import flax.linen as nn
 import ml_collections
 
-from gan_jax.models import dcgan, mlp, stylegan2
+from gan_jax.models import biggan, dcgan, mlp, sngan, stylegan2
 
 MODELS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "mlp": mlp.build,
     "dcgan": dcgan.build,
     "stylegan2": stylegan2.build,
+    "sngan": sngan.build,
+    "biggan": biggan.build,
 }
 # Fields of config.model that belong to the trainer, not to the build function.
 _TRAINER_FIELDS = ("name", "z_dim", "z_dist")

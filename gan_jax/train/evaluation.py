@@ -62,7 +62,14 @@ class Evaluations:
     def run(self, state: TrainState, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Runs `names` (default: all) on `state`; returns {name: {"scores": ..., "protocol": ..., "seconds": ...}}."""
         step = int(state.step)
-        ctx = EvalContext(generate=lambda n, seed: self.exp.generate(state, n, seed), data=self.config.data)
+        labelled = None
+        if self.exp.num_classes:
+            labelled = lambda labels, seed: self.exp.generate(state, len(labels), seed, labels)  # noqa: E731
+        ctx = EvalContext(
+            generate=lambda n, seed: self.exp.generate(state, n, seed),
+            data=self.config.data,
+            generate_labelled=labelled,
+        )
         results: dict[str, dict[str, Any]] = {}
         for name in names if names is not None else list(self.config.evals):
             start = time.perf_counter()

@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from gan_jax import data as data_lib
-from gan_jax.config import ConfigError, validate
+from gan_jax.config import ConfigError, config_get, validate
 from gan_jax.env import quiet_library_logs
 from gan_jax.models import build_networks
 from gan_jax.objectives import get_loss
@@ -32,6 +32,7 @@ from gan_jax.train.step import make_train_step
 from gan_jax.train.visualize import to_uint8
 
 PyTree = Any
+_SAMPLING_SALT = 0x5A3  # the key of a game's sampling preparation (standing statistics), folded from the seed's
 
 
 @dataclasses.dataclass
@@ -52,20 +53,49 @@ class Experiment:
 
     @functools.cached_property
     def sample_fn(self):
-        """jit(params, state, z) -> samples of the sampler network in inference mode; compiled once per run."""
-        return jax.jit(lambda params, state, z: self.game.generate(params, state, z)[0])
+        """jit(params, state, z, labels=None) -> samples of the sampler network in inference mode (labels: for a
+        class-conditional game; None gives its default labels); compiled once per run."""
 
-    def generate(self, state: TrainState, num_samples: int, seed: int) -> np.ndarray:
+        def sample(params, state, z, labels=None):
+            kwargs = {} if labels is None else {"labels": labels}
+            return self.game.generate(params, state, z, **kwargs)[0]
+
+        return jax.jit(sample)
+
+    @property
+    def num_classes(self) -> int:
+        """The game's number of classes: > 0 for a class-conditional model, whose samples take labels."""
+        return getattr(self.game, "num_classes", 0)
+
+    def generate(self, state: TrainState, num_samples: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
         """`num_samples` samples of the EMA generator from latents of `seed`: uint8 NHWC images or float32 points.
 
         Latents are drawn per batch from fold_in(seed, offset), so the first k samples do not depend on num_samples.
+        `labels` (int, one per sample) picks the classes of a class-conditional model; None gives the classes in
+        turn (0, 1, ..., C-1, 0, ...), so every class is equally represented. Games with sampling options (BigGAN's
+        truncation and standing statistics) apply them here.
         """
         batch = self.config.batch_size
         rng = jax.random.PRNGKey(seed)
+        if labels is not None and not self.num_classes:
+            raise ValueError("labels were given, but this model is not class-conditional")
+        if self.num_classes:
+            labels = np.arange(num_samples) % self.num_classes if labels is None else np.asarray(labels, np.int32)
+            if labels.shape != (num_samples,) or labels.min(initial=0) < 0 or labels.max(initial=0) >= self.num_classes:
+                raise ValueError(
+                    f"labels must be {num_samples} integers in 0..{self.num_classes - 1}, got shape {labels.shape}"
+                )
+        params, model_state = state.ema_params, state.ema_state
+        if hasattr(self.game, "sampling_state"):
+            model_state = self.game.sampling_state(params, model_state, jax.random.fold_in(rng, _SAMPLING_SALT), batch)
+        latents = getattr(self.game, "sampling_latents", self.game.sample_latents)
         out = []
         for i in range(0, num_samples, batch):
-            z = self.game.sample_latents(jax.random.fold_in(rng, i), batch)
-            out.append(np.asarray(self.sample_fn(state.ema_params, state.ema_state, z)))
+            z = latents(jax.random.fold_in(rng, i), batch)
+            y = None
+            if labels is not None:  # the last batch is padded to the full size, so one compilation serves all
+                y = np.resize(labels[i : i + batch], batch) if i + batch > num_samples else labels[i : i + batch]
+            out.append(np.asarray(self.sample_fn(params, model_state, z, y)))
         x = np.concatenate(out)[:num_samples]
         return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
 
@@ -85,6 +115,8 @@ class Experiment:
             unroll_optimizer=make_optimizer(config.optim.d, differentiable=True),
             lr_factor=lr_decay_factor(config),
             phase=phase,
+            grad_accum=config.grad_accum,
+            ema_start=config.ema_start,
         )
 
     def train_step(self, step: int):
@@ -131,6 +163,8 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], n
     `num_classes` is the dataset's (None: unknown, not checked)."""
     if config.model.name == "stylegan2":
         return _stylegan2_game(config, data_shape, num_classes)
+    if config.model.name in ("sngan", "biggan"):
+        return _conditional_game(config, data_shape, num_classes)
     if config.diffaugment and len(data_shape) != 3:
         raise ConfigError(
             f"config.diffaugment={config.diffaugment!r}: DiffAugment needs images (H, W, C), "
@@ -194,14 +228,7 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
     need(0 <= s.style_mixing_prob <= 1, f"stylegan.style_mixing_prob={s.style_mixing_prob!r}", "must be in [0, 1]")
     need(0 <= s.ada_p_init <= 1, f"stylegan.ada_p_init={s.ada_p_init!r}", "must be in [0, 1]")
     need(s.ada_kimg > 0, f"stylegan.ada_kimg={s.ada_kimg!r}", "must be positive")
-    classes = config.model.get("num_classes", 0)
-    if classes and num_classes is not None:
-        need(
-            num_classes > 0,
-            f"model.num_classes={classes}",
-            f"class conditioning needs a labelled dataset; {config.data.name!r} has no labels",
-        )
-        need(classes >= num_classes, f"model.num_classes={classes}", f"the dataset has {num_classes} classes")
+    classes = _check_classes(config, num_classes)
     group = config.model.get("d_mbstd_group", 4)
     need(
         group == 0 or config.batch_size % min(group, config.batch_size) == 0,
@@ -233,6 +260,60 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
         ada_interval=s.ada_interval,
         ada_kimg=s.ada_kimg,
         ada_p_init=s.ada_p_init,
+    )
+
+
+def _check_classes(config: ml_collections.ConfigDict, num_classes: int | None) -> int:
+    """config.model.num_classes, checked against the dataset's `num_classes` (None: unknown, not checked)."""
+    classes = config.model.get("num_classes", 0)
+    if classes and num_classes is not None:
+        if num_classes <= 0:
+            raise ConfigError(
+                f"config.model.num_classes={classes}: class conditioning needs a labelled dataset; "
+                f"{config.data.name!r} has no labels"
+            )
+        if classes < num_classes:
+            raise ConfigError(f"config.model.num_classes={classes}: the dataset has {num_classes} classes")
+    return classes
+
+
+def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], num_classes: int | None):
+    """SNGAN's and BigGAN's class-conditional game from `config.conditional` (see configs/biggan.py)."""
+    from gan_jax.objectives.conditional import ConditionalGAN
+
+    c = config.get("conditional")
+    if c is None:
+        raise ConfigError(
+            f"config.conditional: model {config.model.name!r} needs the conditional game's settings; start from "
+            f"configs/{config.model.name}.py"
+        )
+    for field, ok in (
+        ("pack", config.pack == 1),
+        ("unroll_steps", config.unroll_steps == 0),
+        ("gp_weight", config.gp_weight == 0),
+        ("r1_gamma", config.r1_gamma == 0),
+        ("model.z_dist", config.model.z_dist == "normal"),
+    ):
+        if not ok:
+            raise ConfigError(
+                f"config.{field}={config_get(config, field)!r}: the conditional game (SNGAN, BigGAN) supports only "
+                "the default here"
+            )
+    for field in ("ortho_weight", "truncation", "standing_stats"):
+        if c[field] < 0:
+            raise ConfigError(f"config.conditional.{field}={c[field]!r}: must be >= 0")
+    classes = _check_classes(config, num_classes)
+    generator, discriminator = build_networks(config.model, data_shape)
+    return ConditionalGAN(
+        generator=generator,
+        discriminator=discriminator,
+        loss=get_loss(config.loss),
+        z_dim=config.model.z_dim,
+        num_classes=classes,
+        ortho_weight=c.ortho_weight,
+        diffaugment=config.diffaugment,
+        truncation=c.truncation,
+        standing_stats=c.standing_stats,
     )
 
 
