@@ -4,7 +4,9 @@
   configs/biggan.py:fashion_mnist   the same on Fashion-MNIST
   configs/biggan.py:cifar10         CIFAR-10 as in BigGAN-PyTorch's scripts/launch_cifar_ema.sh (the paper's
                                     appendix reports IS 9.22, FID 14.73 on CIFAR-10): ch 64, no attention, batch 50,
-                                    4 D steps per G step, Adam 2e-4 betas (0, 0.999), EMA from step 1,000, 500 epochs
+                                    4 D steps per G step, Adam 2e-4 betas (0, 0.999), EMA from step 1,000, 500 epochs;
+                                    one difference: G conditions through the shared class embedding, where that
+                                    script (no --G_shared) gives each conditional BN its own class tables
   configs/biggan.py:imagenet128     ImageNet 128x128, the paper's Table 1 / appendix recipe: ch 96, z of 120 split
                                     hierarchically, shared class embedding of 128, self-attention at 64x64 in G and
                                     D, batch 2048 (8 micro-batches of 256 by gradient accumulation), G lr 5e-5 and D
@@ -55,8 +57,8 @@ def get_config(arg: str = "mnist"):
         c.data.name = "mnist" if variant == "smoke" else variant
         c.data.split = "train+validation" if c.data.name == "mnist" else "train"
         c.data.resolution, c.data.resize, c.data.channels = 32, "pad", 1
-        # Sized for 2 CPU cores (README: measured time and FID): 64 channels in every block, attention at 16x16,
-        # batch 64, both learning rates 2e-4, EMA from the start; the rest is the paper's recipe.
+        # Sized for 2 CPU cores (README: step speed, and FID after 600 s): 64 channels in every block, attention at
+        # 16x16, batch 64, both learning rates 2e-4, EMA from the start; the rest is the paper's recipe.
         c.model.g_ch, c.model.d_ch = 16, 16
         c.model.shared_dim = 64
         c.model.g_attn, c.model.d_attn = 16, 16
@@ -66,6 +68,7 @@ def get_config(arg: str = "mnist"):
         c.ema_decay, c.ema_start = 0.999, 0
         c.num_train_steps = 1000  # about 1.25 steps/s here (benchmarks/step_speed.py): ~14 min
         c.log_every, c.sample_every, c.checkpoint_every = 100, 250, 250
+        c.num_grid_samples = 100  # a 10x10 grid: column c shows class c (samples take the classes in turn)
         if c.data.name == "mnist":
             c.evals.classes = evaluator_spec("class_accuracy", every=0)
     if variant == "cifar10":

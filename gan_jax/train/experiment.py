@@ -32,7 +32,7 @@ from gan_jax.train.step import make_train_step
 from gan_jax.train.visualize import to_uint8
 
 PyTree = Any
-_SAMPLING_SALT = 0x5A3  # the key of a game's sampling preparation (standing statistics), folded from the seed's
+_SAMPLING_SALT = 0x5A3  # folded into a sampling seed's key for the game's preparation (standing statistics)
 
 
 @dataclasses.dataclass
@@ -205,6 +205,7 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
         ("pack", config.pack, config.pack == 1),
         ("unroll_steps", config.unroll_steps, config.unroll_steps == 0),
         ("n_critic", config.n_critic, config.n_critic == 1),
+        ("grad_accum", config.grad_accum, config.grad_accum == 1),  # its step counters count player steps
         ("model.z_dist", config.model.z_dist, config.model.z_dist == "normal"),
     ):
         need(

@@ -169,6 +169,7 @@ def test_resume_restores_ada_p_and_the_path_length_mean(tmp_path):
         ({"stylegan.r1_interval": 0}, "r1_interval"),
         ({"diffaugment": "color"}, "diffaugment"),
         ({"model.d_mbstd_group": 3}, "d_mbstd_group"),
+        ({"grad_accum": 2}, "grad_accum"),
     ],
 )
 def test_settings_stylegan2_cannot_honour_are_refused(overrides, match):
