@@ -21,34 +21,35 @@ def _game(spec: str, **conditional):
 
 
 def _init(game, n: int = 8):
-    return game.init(jax.random.PRNGKey(0), jnp.zeros((n,) + SHAPE))
+    return jax.jit(lambda: game.init(jax.random.PRNGKey(0), jnp.zeros((n,) + SHAPE)))()
 
 
-def test_labels_reach_the_generator():
+@pytest.fixture(scope="module")
+def biggan():
+    """BigGAN's smoke game, its initial variables, and a jitted sampler (z, labels) -> images: one compilation."""
     _, game = _game("configs/biggan.py:smoke")
     params, state = _init(game)
-    z = game.sample_latents(jax.random.PRNGKey(3), 4)
-    a = game.generate(params["generator"], state["generator"], z, labels=jnp.zeros(4, jnp.int32))[0]
-    b = game.generate(params["generator"], state["generator"], z, labels=jnp.ones(4, jnp.int32))[0]
-    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+    sample = jax.jit(lambda z, y: game.generate(params["generator"], state["generator"], z, labels=y)[0])
+    return game, params, state, sample
 
 
-def test_truncation_narrows_the_latents_and_the_samples():
-    _, game = _game("configs/biggan.py:smoke")
-    params, state = _init(game)
-    spreads = []
+def test_labels_reach_the_generator_and_truncation_narrows_the_samples(biggan):
+    game, _, _, sample = biggan
+    spreads, zeros = [], jnp.zeros(256, jnp.int32)
     for t in (0.0, 1.0, 0.25):
         z = game.sample_latents(jax.random.PRNGKey(4), 256, truncation=t)
         if t:
             assert float(jnp.max(jnp.abs(z))) <= t
-        x = game.generate(params["generator"], state["generator"], z, labels=jnp.zeros(256, jnp.int32))[0]
+        x = sample(z, zeros)
         spreads.append(float(jnp.mean(jnp.std(x, axis=0))))  # spread of one class's samples over z
+        if not t:  # the same latents for another class give other images
+            assert float(jnp.max(jnp.abs(sample(z, zeros + 1) - x))) > 1e-4
     assert spreads[0] > spreads[1] > spreads[2], spreads
 
 
-def test_standing_statistics_replace_the_running_averages():
+def test_standing_statistics_replace_the_running_averages(biggan):
+    off, params, state, _ = biggan
     _, game = _game("configs/biggan.py:smoke", standing_stats=4)
-    params, state = _init(game)
     g_state = state["generator"]
     standing = game.sampling_state(params["generator"], g_state, jax.random.PRNGKey(5), 8)
     assert jax.tree.structure(standing) == jax.tree.structure(g_state)
@@ -57,7 +58,6 @@ def test_standing_statistics_replace_the_running_averages():
         not np.allclose(a, b)
         for a, b in zip(jax.tree.leaves(standing["batch_stats"]), jax.tree.leaves(g_state["batch_stats"]))
     )
-    _, off = _game("configs/biggan.py:smoke")
     assert off.sampling_state(params["generator"], g_state, jax.random.PRNGKey(5), 8) is g_state
 
 
