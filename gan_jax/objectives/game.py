@@ -41,6 +41,21 @@ def apply_network(
     return net.apply(variables, *args, train=train, rngs=rngs), state
 
 
+def default_labels(n: int, num_classes: int) -> Array | None:
+    """Labels for generation without given ones: the classes in turn (a grid shows each class); None when
+    unconditional (num_classes 0). Shared by the class-conditional games."""
+    return jnp.arange(n) % num_classes if num_classes else None
+
+
+def batch_labels(batch: dict[str, Array], num_classes: int) -> Array | None:
+    """A batch's labels for a class-conditional game (None when unconditional); a clear error if it has none."""
+    if not num_classes:
+        return None
+    if "label" not in batch:
+        raise ValueError("a class-conditional GAN needs a labelled dataset (batches without 'label')")
+    return batch["label"]
+
+
 @dataclasses.dataclass(frozen=True)
 class UnconditionalGAN:
     """G(z) against D(x), trained with an adversarial loss plus optional gradient penalties."""

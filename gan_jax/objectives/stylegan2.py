@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from gan_jax.objectives.ada import augment as ada_augment
 from gan_jax.objectives.augment import diff_augment
+from gan_jax.objectives.game import batch_labels, default_labels
 from gan_jax.objectives.regularizers import path_length_penalty, path_lengths
 
 Array = jax.Array
@@ -78,15 +79,10 @@ class StyleGAN2Game:
         return jax.random.normal(rng, (n, self.z_dim))
 
     def default_labels(self, n: int) -> Array | None:
-        """Labels for generation without given ones: the classes in turn (a grid shows each class), or None."""
-        return jnp.arange(n) % self.num_classes if self.num_classes else None
+        return default_labels(n, self.num_classes)
 
     def _labels(self, batch: dict[str, Array]) -> Array | None:
-        if not self.num_classes:
-            return None
-        if "label" not in batch:
-            raise ValueError("a class-conditional StyleGAN2 needs a labelled dataset (batches without 'label')")
-        return batch["label"]
+        return batch_labels(batch, self.num_classes)
 
     def init(self, rng: Array, example: Array) -> tuple[dict[str, PyTree], dict[str, PyTree]]:
         g_rng, d_rng, z_rng = jax.random.split(rng, 3)
