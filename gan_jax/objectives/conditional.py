@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.objectives.augment import diff_augment
-from gan_jax.objectives.game import batch_labels, default_labels
+from gan_jax.objectives.game import apply_network, batch_labels, default_labels
 from gan_jax.objectives.losses import AdversarialLoss
 from gan_jax.objectives.regularizers import orthogonal_penalty
 
@@ -40,16 +40,6 @@ LossOut = tuple[Array, tuple[dict[str, PyTree], dict[str, Array]]]
 # The model-state collections a network keeps between steps; others (sown "moments") are per call only.
 STATE_COLLECTIONS = ("batch_stats", "spectral")
 _AUGMENT_SALT, _LABEL_SALT = 0x0A06, 0x1AB
-
-
-def _apply(net: nn.Module, params: PyTree, state: PyTree, *args: Any, train: bool, extra: tuple[str, ...] = ()):
-    """(output, new state) of `net`; in training every state collection is updated, in inference none."""
-    variables = {"params": params, **state}
-    mutable = [*state, *extra] if train else list(extra)
-    if not mutable:
-        return net.apply(variables, *args, train=train), state
-    out, new = net.apply(variables, *args, train=train, mutable=mutable)
-    return out, {**state, **new}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +99,7 @@ class ConditionalGAN:
     ) -> tuple[Array, PyTree]:
         """Samples for `labels` (default: the classes in turn) with G's parameters and state (live or EMA)."""
         labels = self.default_labels(z.shape[0]) if labels is None else labels
-        return _apply(self.generator, params, state, z, labels, train=train)
+        return apply_network(self.generator, params, state, z, labels, train=train)
 
     def sampling_latents(self, rng: Array, n: int) -> Array:
         """The latents samples are drawn from: truncated when `truncation` > 0."""
@@ -127,7 +117,7 @@ class ConditionalGAN:
             z_rng, y_rng = jax.random.split(key)
             z = self.sampling_latents(z_rng, batch_size)
             labels = self.sample_labels(y_rng, batch_size)
-            _, new = _apply(self.generator, params, state, z, labels, train=True, extra=("moments",))
+            _, new = apply_network(self.generator, params, state, z, labels, train=True, extra=("moments",))
             return new["moments"]
 
         trees = [moments(k) for k in jax.random.split(rng, self.standing_stats)]
@@ -161,7 +151,7 @@ class ConditionalGAN:
     def _fakes(self, params, state, n: int, rng: Array) -> tuple[Array, Array | None, PyTree]:
         z_rng, y_rng = jax.random.split(rng)
         labels = self.sample_labels(jax.random.fold_in(y_rng, _LABEL_SALT), n)
-        fake, g_state = _apply(
+        fake, g_state = apply_network(
             self.generator, params["generator"], state["generator"], self.sample_latents(z_rng, n), labels, train=True
         )
         return fake, labels, g_state
@@ -174,7 +164,7 @@ class ConditionalGAN:
         real_aug, fake_aug = jax.random.split(jax.random.fold_in(aug_rng, _AUGMENT_SALT))
         x = jnp.concatenate([self.d_input(real, real_aug), self.d_input(jax.lax.stop_gradient(fake), fake_aug)])
         labels = None if real_labels is None else jnp.concatenate([real_labels, fake_labels])
-        logits, d_state = _apply(
+        logits, d_state = apply_network(
             self.discriminator, params["discriminator"], state["discriminator"], x, labels, train=True
         )
         real_logits, fake_logits = logits[:n], logits[n:]
@@ -188,7 +178,7 @@ class ConditionalGAN:
         fake, labels, g_state = self._fakes(params, state, n, g_rng)
         fake = self.d_input(fake, jax.random.fold_in(aug_rng, _AUGMENT_SALT))
         # D's power iteration is not advanced by G's step: D's state moves in D's own step only.
-        logits, _ = _apply(
+        logits, _ = apply_network(
             self.discriminator, params["discriminator"], state["discriminator"], fake, labels, train=True
         )
         loss = self.loss.g(logits)
@@ -208,7 +198,7 @@ class ConditionalGAN:
         fake, _ = self.generate(
             params["generator"], state["generator"], self.sample_latents(z_rng, real.shape[0]), labels=fake_labels
         )
-        d = lambda x, y: _apply(  # noqa: E731
+        d = lambda x, y: apply_network(  # noqa: E731
             self.discriminator, params["discriminator"], state["discriminator"], x, y, train=False
         )[0]
         real_logits, fake_logits = d(real, labels), d(fake, fake_labels)

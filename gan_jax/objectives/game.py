@@ -30,14 +30,23 @@ _AUGMENT_SALT = 0x0A06
 
 
 def apply_network(
-    net: nn.Module, params: PyTree, state: PyTree, *args: Array, train: bool, rng: Array | None = None
+    net: nn.Module,
+    params: PyTree,
+    state: PyTree,
+    *args: Array | None,
+    train: bool,
+    rng: Array | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[Array, PyTree]:
-    """Runs `net`, returning (output, updated non-parameter state such as batch statistics)."""
+    """Runs `net`, returning (output, updated non-parameter state such as batch statistics). In training every state
+    collection is updated, in inference none; `extra` names collections to collect as well (e.g. sown "moments"),
+    returned alongside the state."""
     rngs = {"dropout": rng} if rng is not None else None
     variables = {"params": params, **state}
-    if train and state:
-        out, new_state = net.apply(variables, *args, train=True, mutable=list(state), rngs=rngs)
-        return out, dict(new_state)
+    mutable = [*state, *extra] if train else list(extra)
+    if mutable:
+        out, new_state = net.apply(variables, *args, train=train, mutable=mutable, rngs=rngs)
+        return out, {**state, **new_state}
     return net.apply(variables, *args, train=train, rngs=rngs), state
 
 
