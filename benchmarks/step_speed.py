@@ -37,6 +37,7 @@ from gan_jax.env import configure_xla  # noqa: E402
 configure_xla()
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
@@ -60,15 +61,21 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _reference_module(model: str):
+    """benchmarks/torch_refs/<model>.py, the PyTorch reference of that model's train step (imports torch)."""
+    return importlib.import_module(f"benchmarks.torch_refs.{model}")
+
+
 def torch_reference_problem(config) -> str | None:
-    """Why benchmarks/torch_refs cannot reproduce `config`'s train step, or None when it can."""
-    if config.model.name != "dcgan":
-        return f"model {config.model.name!r} has no torch reference"
-    if config.loss != "non_saturating" or config.gp_weight or config.r1_gamma or config.n_critic != 1:
-        return "the torch reference implements the non-saturating loss with n_critic=1 and no penalties"
-    if config.model.z_dist != "normal" or any(config.optim[p].name != "adam" for p in ("g", "d")):
-        return "the torch reference uses z ~ N(0, 1) and Adam"
-    return None
+    """Why benchmarks/torch_refs cannot reproduce `config`'s train step, or None when it can.
+
+    A model has a reference when benchmarks/torch_refs/<model name>.py exists; that module says (its
+    `reference_problem`) which of the model's settings it reproduces.
+    """
+    name = config.model.name
+    if not os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_refs", f"{name}.py")):
+        return f"model {name!r} has no torch reference"
+    return _reference_module(name).reference_problem(config)
 
 
 def _load(spec: str, overrides: dict):
@@ -189,7 +196,10 @@ def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None
 
     bench = JaxBench(spec, overrides, steps, keep_initial=True)
     with open(shared_file, "wb") as f:  # the real batch and initial weights the torch workers use too
-        pickle.dump({"x": np.asarray(bench.first_batch["x"]), "params": bench.initial[0], "state": bench.initial[1]}, f)
+        label = bench.first_batch.get("label")
+        shared = {"x": np.asarray(bench.first_batch["x"]), "params": bench.initial[0], "state": bench.initial[1]}
+        shared["label"] = None if label is None else np.asarray(label)
+        pickle.dump(shared, f)
     info = {
         "compile_s": bench.compile_s,
         "devices": jax.device_count(),
@@ -210,32 +220,33 @@ def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None
 def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_file: str, optimizer: str) -> None:
     import torch
 
-    from benchmarks.torch_refs.dcgan import DCGANStep, load_gan_jax_params
-
     torch.set_num_threads(os.cpu_count() or 1)
     config = _load(spec, overrides)
+    ref_module = _reference_module(config.model.name)
     with open(shared_file, "rb") as f:
         shared = pickle.load(f)
     x = shared["x"]
-    ref = DCGANStep.from_config(
+    ref = ref_module.Step.from_config(
         config,
         x.shape[1:],
         channels_last=variant == "torch_channels_last",
         compile=variant == "torch_compile",
         optimizer_impl=optimizer,
     )
-    load_gan_jax_params(ref, shared["params"], shared["state"])
+    ref_module.load_gan_jax_params(ref, shared["params"], shared["state"])
     real = ref.to_input(x)
+    labels = None if shared["label"] is None else ref.to_labels(shared["label"])  # None: an unconditional model
+    extra = {} if labels is None else {"labels": labels}
     t = time.perf_counter()
-    ref.step(real)  # compiles, for torch.compile
+    ref.step(real, **extra)  # compiles, for torch.compile
     first_s = time.perf_counter() - t
     for _ in range(_TORCH_WARMUP_STEPS):
-        ref.step(real)
+        ref.step(real, **extra)
 
     def run() -> dict:
         t = time.perf_counter()
         for _ in range(steps):
-            metrics = ref.step(real)
+            metrics = ref.step(real, **extra)
         float(metrics["g_loss"])  # eager CPU work is synchronous; this only makes that explicit
         return {"steps_per_s": steps / (time.perf_counter() - t)}
 

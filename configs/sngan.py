@@ -5,6 +5,15 @@
   configs/sngan.py:cifar10         Miyato & Koyama 2018, CIFAR-10 (section 5.1; their Table 1 reports IS 8.62, FID
                                    17.5): G 256 / D 128 channels, batch 64, Adam 2e-4 with betas (0, 0.9), 5 D steps
                                    per G step, 50,000 G steps with the learning rate decayed linearly to 0
+  configs/sngan.py:imagenet128     Miyato & Koyama 2018, ImageNet 128x128: pfnet-research/sngan_projection's
+                                   `configs/sn_projection.yml` (README_paper.md reports Inception score 29.7 and
+                                   intra-class FID 103.1 at 450K iterations): the widening ResNets (`arch`
+                                   "imagenet", g_ch = d_ch = 64, z of 128), batch 64 (4 GPUs x 16), Adam 2e-4
+                                   with betas (0, 0.9), 5 D steps per G step, 450,000 G steps with the learning rate
+                                   constant to 400,000 and then decayed linearly to 0, no EMA, no augmentation; data
+                                   from TFDS imagenet2012 (--config.data.data_dir=...). Two differences: the
+                                   reference's G step draws 128 samples (`n_gen_samples` 32 per GPU) where gan_jax's
+                                   draws one batch (64), and it takes the G step before the D steps of an iteration
   configs/sngan.py:smoke           a tiny network for a few steps, for tests
 
 Spectral norm on every D layer, none in G; G's blocks use categorical conditional batch norm; D ends in global sum
@@ -15,7 +24,7 @@ generator (the default variants keep an EMA, which costs nothing and helps short
 from gan_jax.config import base_config, conditional_section
 from gan_jax.metrics.evaluators import evaluator_spec
 
-VARIANTS = ("mnist", "fashion_mnist", "cifar10", "smoke")
+VARIANTS = ("mnist", "fashion_mnist", "cifar10", "imagenet128", "smoke")
 
 
 def get_config(arg: str = "mnist"):
@@ -28,6 +37,7 @@ def get_config(arg: str = "mnist"):
     c.model.num_classes = 10
     c.model.g_ch = 256
     c.model.d_ch = 128
+    c.model.arch = "cifar"
     c.loss = "hinge"
     c.n_critic = 5
     c.batch_size = 64
@@ -58,6 +68,20 @@ def get_config(arg: str = "mnist"):
         c.num_train_steps = 50_000
         c.log_every, c.sample_every, c.checkpoint_every = 200, 5_000, 5_000
         c.evals.fid.num_samples, c.evals.fid.split = 50_000, "train"
+    if variant == "imagenet128":
+        c.data.name, c.data.split, c.data.resolution, c.data.resize, c.data.channels = (
+            "imagenet2012",
+            "train",
+            128,
+            "resize",
+            3,
+        )
+        c.model.arch = "imagenet"
+        c.model.num_classes = 1000
+        c.model.g_ch = c.model.d_ch = 64
+        c.num_train_steps, c.lr_decay_start = 450_000, 400_000
+        c.log_every, c.sample_every, c.checkpoint_every = 500, 10_000, 10_000
+        c.evals.fid.num_samples, c.evals.fid.split = 50_000, "validation"
     if variant == "smoke":
         c.model.g_ch, c.model.d_ch = 8, 8
         c.batch_size = 8

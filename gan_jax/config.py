@@ -67,9 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.unroll_steps = 0  # unrolled GAN (Metz et al. 2017): G's loss against D advanced this many look-ahead steps
     c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
     # Learning-rate decay of both players over num_train_steps: "constant", "linear" or "cosine" (to
-    # lr_decay_final times the optimizer's lr at the last step). A function of the step only, so resuming is exact.
+    # lr_decay_final times the optimizer's lr at the last step), starting at step lr_decay_start (sngan_projection's
+    # iteration_decay_start; 0 = from the first step). A function of the step only, so resuming is exact.
     c.lr_decay = "constant"
     c.lr_decay_final = 0.0
+    c.lr_decay_start = 0
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
@@ -147,6 +149,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     _validate_mitigations(config, need)
     need(config.lr_decay in LR_DECAYS, "lr_decay", f"choose one of {', '.join(LR_DECAYS)}")
     need(0.0 <= config.lr_decay_final <= 1.0, "lr_decay_final", "must be in [0, 1]")
+    need(
+        0 <= config.lr_decay_start < max(config.num_train_steps, 1),
+        "lr_decay_start",
+        f"must be a step in [0, num_train_steps={config.num_train_steps})",
+    )
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
     need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
     need(config.ema_start >= 0, "ema_start", "must be >= 0")

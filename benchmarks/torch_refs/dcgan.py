@@ -40,6 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def reference_problem(config: Any) -> str | None:
+    """Why `DCGANStep` cannot reproduce the train step of the DCGAN config `config`, or None when it can."""
+    if config.loss != "non_saturating" or config.gp_weight or config.r1_gamma or config.n_critic != 1:
+        return "the torch reference implements the non-saturating loss with n_critic=1 and no penalties"
+    if config.model.z_dist != "normal" or any(config.optim[p].name != "adam" for p in ("g", "d")):
+        return "the torch reference uses z ~ N(0, 1) and Adam"
+    return None
+
+
 def _num_upsamplings(resolution: int) -> int:
     n = int(math.log2(resolution)) - 2
     if resolution not in (16, 32, 64, 128) or 2 ** (n + 2) != resolution:
@@ -279,6 +288,13 @@ class DCGANStep:
         """An NHWC batch (gan_jax's layout) as the NCHW tensor the models take, in this step's memory format."""
         x = torch.as_tensor(np.asarray(x_nhwc, dtype=np.float32)).permute(0, 3, 1, 2)
         return x.contiguous(memory_format=self.memory_format)
+
+    def to_labels(self, labels: np.ndarray) -> None:
+        """None: the DCGAN is unconditional, so the batch's labels are not used."""
+        return None
+
+
+Step = DCGANStep  # the name benchmarks/step_speed.py looks up in every reference module
 
 
 # ----------------------------------------------------------------------------------------------------------------------

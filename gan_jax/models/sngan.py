@@ -16,6 +16,13 @@ D: OptimizedBlock (conv3x3-ReLU-conv3x3-avgpool, shortcut avgpool-conv1x1) -> Re
    is spectrally normalised (one power-iteration step per training call). D is this CIFAR network at every
    resolution: its global sum pooling makes it size-agnostic, and it needs H and W divisible by 4.
 
+`arch="imagenet"` gives instead the projection paper's ImageNet networks (pfnet-research/sngan_projection
+`gen_models/resnet.py` and `dis_models/snresnet.py`, the 128x128 model of `configs/sn_projection.yml`), whose widths
+change with depth: G's Dense gives 16 * g_ch channels and its up blocks have min(16, 2**(n_up-1-i)) * g_ch outputs
+(16, 8, 4, 2, 1 times g_ch at 128x128); D's OptimizedBlock has d_ch channels, then one downsampling block per halving
+down to 4x4 with 2, 4, 8, 16 (capped at 16) times d_ch, then a block at the last width without pooling, and its
+linear output has a bias (`l7`). Blocks and initialisation are the same as the CIFAR ones'.
+
 Initialisation, as sngan_projection (chainer `GlorotUniform(scale)` draws from U(-a, a), a = scale*sqrt(6/(fan_in +
 fan_out))): residual-branch convolutions GlorotUniform(sqrt(2)), i.e. variance scaling 2 on the fan average;
 shortcut convolutions, G's first Dense and last conv, D's Dense and embedding plain Glorot (Xavier) uniform; biases
@@ -47,6 +54,7 @@ from gan_jax.layers.spectral import SpectralNorm
 
 Array = jax.Array
 
+ARCHS = ("cifar", "imagenet")
 _BN_MOMENTUM, _BN_EPS = 0.9, 2e-5  # chainer.links.BatchNormalization's decay and eps (sngan_projection's BNs)
 _glorot = nn.initializers.xavier_uniform()
 _glorot_sqrt2 = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # GlorotUniform(sqrt(2))
@@ -119,6 +127,7 @@ class SNGANGenerator(nn.Module):
     num_classes: int = 0
     ch: int = 256
     bottom_width: int = 4
+    arch: str = "cifar"
 
     @nn.compact
     def __call__(self, z: Array, labels: Array | None = None, train: bool = True) -> Array:
@@ -126,10 +135,14 @@ class SNGANGenerator(nn.Module):
         n_up = num_upsamplings(height, self.bottom_width)
         labels = _check_labels(labels, self.num_classes, z.shape[0])
         bw = self.bottom_width
-        h = nn.Dense(bw * bw * self.ch, kernel_init=_glorot, name="dense")(z.reshape(z.shape[0], -1))
-        h = h.reshape(z.shape[0], bw, bw, self.ch)
-        for i in range(n_up):
-            h = _GBlock(self.ch, self.num_classes, name=f"block{i + 1}")(h, labels, train)
+        widths = (
+            [self.ch] * n_up if self.arch == "cifar" else [self.ch * min(16, 2 ** (n_up - 1 - i)) for i in range(n_up)]
+        )
+        first = self.ch if self.arch == "cifar" else 16 * self.ch
+        h = nn.Dense(bw * bw * first, kernel_init=_glorot, name="dense")(z.reshape(z.shape[0], -1))
+        h = h.reshape(z.shape[0], bw, bw, first)
+        for i, width in enumerate(widths):
+            h = _GBlock(width, self.num_classes, name=f"block{i + 1}")(h, labels, train)
         h = nn.relu(BatchNorm(momentum=_BN_MOMENTUM, eps=_BN_EPS, name="bn_out")(h, train))
         h = Conv2D(channels, 3, padding=1, kernel_init=_glorot, name="conv_out")(h)
         return jnp.tanh(h)
@@ -178,6 +191,15 @@ class SNGANDiscriminator(nn.Module):
 
     num_classes: int = 0
     ch: int = 128
+    arch: str = "cifar"
+
+    def _blocks(self, height: int) -> list[tuple[int, bool]]:
+        """(width, downsample) of the blocks after the OptimizedBlock, for images of `height` pixels."""
+        if self.arch == "cifar":
+            return [(self.ch, True), (self.ch, False), (self.ch, False)]
+        n_down = int(math.log2(height // 4))  # halvings to a 4x4 map; the OptimizedBlock makes the first
+        widths = [self.ch * min(16, 2**j) for j in range(1, n_down)]
+        return [(w, True) for w in widths] + [(widths[-1] if widths else self.ch, False)]
 
     @nn.compact
     def __call__(self, x: Array, labels: Array | None = None, train: bool = True) -> Array:
@@ -185,14 +207,14 @@ class SNGANDiscriminator(nn.Module):
             raise ValueError(f"SNGAN's discriminator needs NHWC images with H and W divisible by 4, got {x.shape}")
         labels = _check_labels(labels, self.num_classes, x.shape[0])
         h = _OptimizedDBlock(self.ch, name="block1")(x, train)
-        h = _DBlock(self.ch, downsample=True, name="block2")(h, train)
-        h = _DBlock(self.ch, name="block3")(h, train)
-        h = _DBlock(self.ch, name="block4")(h, train)
+        for i, (width, down) in enumerate(self._blocks(x.shape[1]), start=2):
+            h = _DBlock(width, downsample=down, name=f"block{i}")(h, train)
         h = jnp.sum(nn.relu(h), axis=(1, 2))  # global sum pooling
-        linear = nn.Dense(1, use_bias=False, kernel_init=_glorot, name="linear")
+        # snresnet_32's `l5` has no bias, snresnet's (ImageNet) `l7` has one.
+        linear = nn.Dense(1, use_bias=self.arch == "imagenet", kernel_init=_glorot, name="linear")
         out = SpectralNorm(linear, name="linear_sn")(h, update_stats=train)[:, 0]
         if labels is not None:
-            embed = nn.Embed(self.num_classes, self.ch, embedding_init=_glorot, name="embed")
+            embed = nn.Embed(self.num_classes, h.shape[-1], embedding_init=_glorot, name="embed")
             out = out + jnp.sum(SpectralNorm(embed, name="embed_sn")(labels, update_stats=train) * h, axis=-1)
         return out
 
@@ -204,12 +226,17 @@ def build(
     g_ch: int = 256,
     d_ch: int = 128,
     bottom_width: int = 4,
+    arch: str = "cifar",
 ) -> tuple[nn.Module, nn.Module]:
     """(SNGANGenerator, SNGANDiscriminator) for square (H, H, C) images, H = bottom_width * 2**k, k >= 1.
 
     Defaults are the paper's CIFAR-10 widths (G 256, D 128, 4x4 bottom: three up blocks for 32x32).
     `num_classes` > 0 makes both networks class-conditional (conditional BN in G, projection in D).
+    `arch`: "cifar" (the same width in every block) or "imagenet" (the projection paper's widening ImageNet
+    networks; D's blocks halve the image down to 4x4, so H must be 4 * 2**k).
     """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {arch!r}")
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise ValueError(f"SNGAN needs square images (H, W, C), got data of shape {tuple(data_shape)}")
     height, _, channels = data_shape
@@ -222,5 +249,7 @@ def build(
         raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
     if g_ch < 1 or d_ch < 1:
         raise ValueError(f"g_ch and d_ch must be positive, got {g_ch} and {d_ch}")
-    generator = SNGANGenerator(tuple(data_shape), num_classes, g_ch, bottom_width)
-    return generator, SNGANDiscriminator(num_classes, d_ch)
+    if arch == "imagenet" and (height < 8 or 2 ** int(math.log2(height // 4)) * 4 != height):
+        raise ValueError(f"the imagenet arch's discriminator halves the image to 4x4: H must be 4 * 2**k, not {height}")
+    generator = SNGANGenerator(tuple(data_shape), num_classes, g_ch, bottom_width, arch)
+    return generator, SNGANDiscriminator(num_classes, d_ch, arch)

@@ -23,6 +23,7 @@ D steps per G step (`n_critic`), the EMA of G with a start step (`ema_start`) an
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -30,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.objectives.augment import diff_augment
-from gan_jax.objectives.game import apply_network, batch_labels, default_labels
+from gan_jax.objectives.game import TwoPlayerGame, apply_network, batch_labels, default_labels
 from gan_jax.objectives.losses import AdversarialLoss
 from gan_jax.objectives.regularizers import orthogonal_penalty
 
@@ -43,7 +44,7 @@ _AUGMENT_SALT, _LABEL_SALT = 0x0A06, 0x1AB
 
 
 @dataclasses.dataclass(frozen=True)
-class ConditionalGAN:
+class ConditionalGAN(TwoPlayerGame):
     """G(z, y) against D(x, y) for `num_classes` classes (0: unconditional, labels None)."""
 
     generator: nn.Module
@@ -112,15 +113,7 @@ class ConditionalGAN:
             return state
         from gan_jax.layers.normalization import standing_statistics
 
-        @jax.jit
-        def moments(key: Array) -> PyTree:
-            z_rng, y_rng = jax.random.split(key)
-            z = self.sampling_latents(z_rng, batch_size)
-            labels = self.sample_labels(y_rng, batch_size)
-            _, new = apply_network(self.generator, params, state, z, labels, train=True, extra=("moments",))
-            return new["moments"]
-
-        trees = [moments(k) for k in jax.random.split(rng, self.standing_stats)]
+        trees = [_batch_moments(self, params, state, k, batch_size) for k in jax.random.split(rng, self.standing_stats)]
         return {**state, "batch_stats": standing_statistics(trees, state["batch_stats"])}
 
     def d_input(self, x: Array, aug_rng: Array | None) -> Array:
@@ -129,24 +122,8 @@ class ConditionalGAN:
             return diff_augment(x, self.diffaugment, aug_rng)
         return x
 
-    def phase(self, step: int) -> tuple:
-        del step
-        return ()
-
     # ------------------------------------------------------------------------------------------------------------
-    # Losses.
-
-    def player_loss(
-        self,
-        player: str,
-        params: dict[str, PyTree],
-        state: dict[str, PyTree],
-        batch: dict[str, Array],
-        rng: Array,
-        phase: tuple | None = None,
-    ) -> LossOut:
-        del phase
-        return self.d_loss(params, state, batch, rng) if player == "d" else self.g_loss(params, state, batch, rng)
+    # Losses (`player_loss` is TwoPlayerGame's: "d" -> d_loss, "g" -> g_loss).
 
     def _fakes(self, params, state, n: int, rng: Array) -> tuple[Array, Array | None, PyTree]:
         z_rng, y_rng = jax.random.split(rng)
@@ -208,3 +185,17 @@ class ConditionalGAN:
             "d_real": jnp.mean(real_logits),
             "d_fake": jnp.mean(fake_logits),
         }
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _batch_moments(game: ConditionalGAN, params: PyTree, state: PyTree, key: Array, batch_size: int) -> PyTree:
+    """The batch moments G's batch norms see on one batch of samples in training mode (for standing statistics).
+
+    Jitted once per (game, batch size) with the weights as arguments, so that every `Experiment.generate` call with
+    standing statistics reuses one compiled program instead of tracing a closure over the weights each time.
+    """
+    z_rng, y_rng = jax.random.split(key)
+    z = game.sampling_latents(z_rng, batch_size)
+    labels = game.sample_labels(y_rng, batch_size)
+    _, new = apply_network(game.generator, params, state, z, labels, train=True, extra=("moments",))
+    return new["moments"]

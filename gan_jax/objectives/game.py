@@ -65,8 +65,30 @@ def batch_labels(batch: dict[str, Array], num_classes: int) -> Array | None:
     return batch["label"]
 
 
+class TwoPlayerGame:
+    """What the two-player games share: player "d" minimises `d_loss`, player "g" `g_loss`, and every step is alike
+    (no static phases, unlike StyleGAN2's lazy regularization)."""
+
+    def phase(self, step: int) -> tuple:
+        """The static phase of step `step` (see train/step.py): every step of this game is alike."""
+        del step
+        return ()
+
+    def player_loss(
+        self,
+        player: str,
+        params: dict[str, PyTree],
+        state: dict[str, PyTree],
+        batch: dict[str, Array],
+        rng: Array,
+        phase: tuple | None = None,
+    ) -> LossOut:
+        del phase
+        return self.d_loss(params, state, batch, rng) if player == "d" else self.g_loss(params, state, batch, rng)
+
+
 @dataclasses.dataclass(frozen=True)
-class UnconditionalGAN:
+class UnconditionalGAN(TwoPlayerGame):
     """G(z) against D(x), trained with an adversarial loss plus optional gradient penalties."""
 
     generator: nn.Module
@@ -109,23 +131,6 @@ class UnconditionalGAN:
     def generate(self, params: PyTree, state: PyTree, z: Array, train: bool = False) -> tuple[Array, PyTree]:
         """Samples from the generator with its own parameters and state (live or EMA)."""
         return apply_network(self.generator, params, state, z, train=train)
-
-    def phase(self, step: int) -> tuple:
-        """The static phase of step `step` (see train/step.py): every step of this game is alike."""
-        del step
-        return ()
-
-    def player_loss(
-        self,
-        player: str,
-        params: dict[str, PyTree],
-        state: dict[str, PyTree],
-        batch: dict[str, Array],
-        rng: Array,
-        phase: tuple | None = None,
-    ) -> LossOut:
-        del phase
-        return self.d_loss(params, state, batch, rng) if player == "d" else self.g_loss(params, state, batch, rng)
 
     def d_loss(
         self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array

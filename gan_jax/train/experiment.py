@@ -184,6 +184,14 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], n
     )
 
 
+def _refuse(config: ml_collections.ConfigDict, why: str, supported: dict[str, bool]) -> None:
+    """A ConfigError naming the first setting a game cannot honour: `supported` maps each field ("pack",
+    "model.z_dist") to whether its value is one the game supports."""
+    for field, ok in supported.items():
+        if not ok:
+            raise ConfigError(f"config.{field}={config_get(config, field)!r}: {why}")
+
+
 def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], num_classes: int | None):
     """StyleGAN2's game from `config.stylegan` (see configs/stylegan.py); fields it cannot honour are refused."""
     from gan_jax.objectives.ada import parse_groups
@@ -199,20 +207,19 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
         if not cond:
             raise ConfigError(f"config.{field}: {msg}")
 
-    for field, value, ok in (
-        ("loss", config.loss, config.loss == "non_saturating"),
-        ("gp_weight", config.gp_weight, config.gp_weight == 0),
-        ("pack", config.pack, config.pack == 1),
-        ("unroll_steps", config.unroll_steps, config.unroll_steps == 0),
-        ("n_critic", config.n_critic, config.n_critic == 1),
-        ("grad_accum", config.grad_accum, config.grad_accum == 1),  # its step counters count player steps
-        ("model.z_dist", config.model.z_dist, config.model.z_dist == "normal"),
-    ):
-        need(
-            ok,
-            f"{field}={value!r}",
-            "StyleGAN2's objective supports only its own setting here (see configs/stylegan.py)",
-        )
+    _refuse(
+        config,
+        "StyleGAN2's objective supports only its own setting here (see configs/stylegan.py)",
+        {
+            "loss": config.loss == "non_saturating",
+            "gp_weight": config.gp_weight == 0,
+            "pack": config.pack == 1,
+            "unroll_steps": config.unroll_steps == 0,
+            "n_critic": config.n_critic == 1,
+            "grad_accum": config.grad_accum == 1,  # its step counters count player steps
+            "model.z_dist": config.model.z_dist == "normal",
+        },
+    )
     need(s.augment in AUGMENTS, f"stylegan.augment={s.augment!r}", f"choose one of {', '.join(AUGMENTS)}")
     need(
         not config.diffaugment or s.augment == "diffaugment",
@@ -288,18 +295,17 @@ def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, 
             f"config.conditional: model {config.model.name!r} needs the conditional game's settings; start from "
             f"configs/{config.model.name}.py"
         )
-    for field, ok in (
-        ("pack", config.pack == 1),
-        ("unroll_steps", config.unroll_steps == 0),
-        ("gp_weight", config.gp_weight == 0),
-        ("r1_gamma", config.r1_gamma == 0),
-        ("model.z_dist", config.model.z_dist == "normal"),
-    ):
-        if not ok:
-            raise ConfigError(
-                f"config.{field}={config_get(config, field)!r}: the conditional game (SNGAN, BigGAN) supports only "
-                "the default here"
-            )
+    _refuse(
+        config,
+        "the conditional game (SNGAN, BigGAN) supports only the default here",
+        {
+            "pack": config.pack == 1,
+            "unroll_steps": config.unroll_steps == 0,
+            "gp_weight": config.gp_weight == 0,
+            "r1_gamma": config.r1_gamma == 0,
+            "model.z_dist": config.model.z_dist == "normal",
+        },
+    )
     for field in ("ortho_weight", "truncation", "standing_stats"):
         if c[field] < 0:
             raise ConfigError(f"config.conditional.{field}={c[field]!r}: must be >= 0")

@@ -54,14 +54,16 @@ def lr_decay_factor(config: ml_collections.ConfigDict) -> Callable[[jax.Array], 
 
     Applied by the train step as a multiplier of the updates (equal to scaling the rate for Adam, RMSProp and SGD),
     so the optimizer states keep one structure whatever the schedule, and it depends on the step alone: a resumed run
-    continues the same curve. It falls from 1 at step 0 to `lr_decay_final` at `num_train_steps`.
+    continues the same curve. It stays 1 until `lr_decay_start` and falls from there to `lr_decay_final` at
+    `num_train_steps`.
     """
     if config.lr_decay == "constant":
         return None
-    total, final = max(config.num_train_steps, 1), config.lr_decay_final
+    start, final = config.get("lr_decay_start", 0), config.lr_decay_final
+    span = max(config.num_train_steps - start, 1)
 
     def factor(step: jax.Array) -> jax.Array:
-        t = jnp.clip(step.astype(jnp.float32) / total, 0.0, 1.0)
+        t = jnp.clip((step.astype(jnp.float32) - start) / span, 0.0, 1.0)
         if config.lr_decay == "linear":
             shape = 1.0 - t
         else:

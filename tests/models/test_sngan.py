@@ -55,6 +55,35 @@ def test_cifar_parameter_counts(num_classes):
     assert count(d_vars["spectral"]) == 6 * 128 + 2 * 2 * 128 + 1 + (128 if num_classes else 0)
 
 
+def test_imagenet_parameter_counts():
+    """Hand count of sngan_projection's ImageNet 128x128 pair (`resnet.py` G, `snresnet.py` D; ch 64, 1000 classes)."""
+    g_vars, x, d_vars, logits = abstract((128, 128, 3), num_classes=1000, g_ch=64, d_ch=64, arch="imagenet")
+    assert x.shape == (2, 128, 128, 3) and logits.shape == (2,)
+    conv = lambda cin, cout, k: k * k * cin * cout + cout  # noqa: E731
+    ccbn = lambda c: 2 * c * 1000  # noqa: E731  per-class gain and bias tables
+    # G: Block(in, out) with hidden = out, upsampling (so a 1x1 shortcut), conditional BNs of in and out channels.
+    g_block = lambda cin, cout: conv(cin, cout, 3) + conv(cout, cout, 3) + conv(cin, cout, 1) + ccbn(cin) + ccbn(cout)  # noqa: E731
+    g_widths = [1024, 1024, 512, 256, 128, 64]
+    g_expected = (
+        128 * 16 * 1024 + 16 * 1024  # l1
+        + sum(g_block(a, b) for a, b in zip(g_widths, g_widths[1:]))  # block2..block6
+        + 2 * 64 + conv(64, 3, 3)  # b7, l7
+    )  # fmt: skip
+    # D: Block(in, out) with hidden = in; a 1x1 shortcut where it downsamples or changes width.
+    d_block = lambda cin, cout, sc: conv(cin, cin, 3) + conv(cin, cout, 3) + (conv(cin, cout, 1) if sc else 0)  # noqa: E731
+    d_expected = (
+        conv(3, 64, 3) + conv(64, 64, 3) + conv(3, 64, 1)  # block1 (OptimizedBlock)
+        + d_block(64, 128, True) + d_block(128, 256, True) + d_block(256, 512, True) + d_block(512, 1024, True)
+        + d_block(1024, 1024, False)  # block6, no pooling
+        + 1024 + 1  # l7, with a bias
+        + 1000 * 1024  # l_y
+    )  # fmt: skip
+    assert count(g_vars["params"]) == g_expected
+    assert count(d_vars["params"]) == d_expected
+    assert sorted(g_vars["params"]) == ["block1", "block2", "block3", "block4", "block5", "bn_out", "conv_out", "dense"]
+    assert sorted(d_vars["params"])[:6] == ["block1", "block2", "block3", "block4", "block5", "block6"]
+
+
 @pytest.mark.parametrize("channels, num_classes", [(1, 0), (1, 10), (3, 0)])  # (3, 10) runs in test_runs_and_state
 def test_shapes(channels, num_classes):
     _, x, _, logits = abstract((32, 32, channels), z_dim=16, batch=3, num_classes=num_classes, **SMALL)
@@ -139,6 +168,8 @@ def test_conditional_networks_need_labels():
         ((32, 32, 3), {"num_classes": -1}, "num_classes"),
         ((32, 32, 3), {"g_ch": 0}, "g_ch"),
         ((6, 6, 3), {"bottom_width": 3}, "divisible by 4"),  # 3 * 2, but D pools twice
+        ((32, 32, 3), {"arch": "big"}, "arch"),
+        ((48, 48, 3), {"arch": "imagenet", "bottom_width": 3}, "4 \\* 2\\*\\*k"),
     ],
 )
 def test_bad_shapes_raise(data_shape, fields, match):

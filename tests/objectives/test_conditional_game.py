@@ -109,7 +109,7 @@ def test_an_unlabelled_dataset_is_refused():
 
 @pytest.mark.parametrize(
     "spec",
-    [f"configs/sngan.py:{v}" for v in ("mnist", "fashion_mnist", "cifar10", "smoke")]
+    [f"configs/sngan.py:{v}" for v in ("mnist", "fashion_mnist", "cifar10", "imagenet128", "smoke")]
     + [f"configs/biggan.py:{v}" for v in ("mnist", "fashion_mnist", "cifar10", "imagenet128", "smoke")],
 )
 def test_every_variant_validates_and_its_networks_build(spec):
@@ -123,3 +123,6 @@ def test_every_variant_validates_and_its_networks_build(spec):
     assert sum(x.size for x in jax.tree.leaves(params["generator"])) > 0
     if spec == "configs/biggan.py:imagenet128":  # the paper's batch of 2048 from 8 micro-batches of 256
         assert (config.batch_size, config.grad_accum, config.n_critic, config.model.g_ch) == (2048, 8, 2, 96)
+    if spec == "configs/sngan.py:imagenet128":  # sn_projection.yml: 4 GPUs x 16, n_dis 5, decay from 400K of 450K
+        assert (config.batch_size, config.n_critic, config.model.arch, config.model.g_ch) == (64, 5, "imagenet", 64)
+        assert (config.num_train_steps, config.lr_decay, config.lr_decay_start) == (450_000, "linear", 400_000)

@@ -96,6 +96,12 @@ def test_lr_decay_scales_every_players_update_by_the_schedule(decay):
     assert float(factor(jnp.asarray(25))) == pytest.approx(
         0.1 + 0.9 * (0.75 if decay == "linear" else 0.5 + 0.5 / 2**0.5)
     )
+    # Starting at step 60 (sngan_projection's iteration_decay_start): flat until then, the same curve over the rest.
+    config.lr_decay_start = 60
+    late = lr_decay_factor(config)
+    values = [float(late(jnp.asarray(s))) for s in (0, 60, 70, 80, 100, 150)]
+    np.testing.assert_allclose(values, [1.0, 1.0, values[2], mid, 0.1, 0.1], rtol=1e-6)
+    assert values[2] == pytest.approx(0.1 + 0.9 * (0.75 if decay == "linear" else 0.5 + 0.5 / 2**0.5))
     config.lr_decay = "constant"
     assert lr_decay_factor(config) is None
 
