@@ -3,26 +3,31 @@
   python benchmarks/step_speed.py --config=configs/dcgan.py --steps=30 --repeats=3
   python benchmarks/step_speed.py --config=configs/dcgan.py --steps=20 --repeats=3 --torch_compile
   python benchmarks/step_speed.py --config=configs/dcgan.py --set batch_size=64 --set data.channels=3
+  python benchmarks/step_speed.py --config=configs/stylegan.py --steps=32 --repeats=3
+  python benchmarks/step_speed.py --config=configs/biggan.py --config=configs/sngan.py --steps=10 --repeats=3
 
 Without a PyTorch reference (`--no-torch`, a config with none, or torch not installed) it prints one JSON line per
 config: steps/s with batches from the input pipeline (`pipeline_steps_per_s`) and with one batch already on the
 device (`device_steps_per_s`), their ratio (1.0 means the input pipeline costs nothing), the compile time and the
 process's peak RSS. Each figure is the median of `--repeats` timed runs of `--steps` steps.
 
-With one (`--torch`, the default for DCGAN configs when torch is importable; torch is a benchmark-only dependency,
-see requirements-bench.txt), the same gan_jax step is timed against benchmarks/torch_refs/dcgan.py, a PyTorch
-implementation of the identical networks, losses, Adam, EMA and metrics (benchmarks/torch_refs/check_dcgan.py checks
-that they compute the same step). Each framework runs in its own process, so that each one's peak RSS is its own and
-neither's libraries or threads touch the other: one for gan_jax, one per torch variant (eager NCHW, eager
-channels-last, and torch.compile with `--torch_compile`). They are set up one after the other (compilation included),
-then timed in turns, one process running at a time, the order rotating each round, so that drifts in the machine's
-speed hit all alike. All use the same batch size, the same real batch (gan_jax's first one) and the same initial
-weights (gan_jax's), every core (torch.set_num_threads(os.cpu_count())), and sample z inside the step. Prints one JSON
-line per config with `jax_steps_per_s` (batch on device, the like-for-like figure; the pipeline figure is
-`jax_pipeline_steps_per_s`), `torch_steps_per_s` (the faster eager layout, named by `torch_layout`),
-`torch_nchw_steps_per_s`, `torch_channels_last_steps_per_s`, `torch_compile_steps_per_s`, `ratio` (gan_jax / the best
-eager torch), `jax_compile_s`, `torch_compile_s`, and each process's peak RSS (`jax_peak_rss_mb`, `torch_peak_rss_mb`
-for the best eager layout, `torch_<variant>_peak_rss_mb`), plus the keys printed without torch.
+With one (`--torch`, the default for configs that have one when torch is importable; torch is a benchmark-only
+dependency, see requirements-bench.txt), the same gan_jax step is timed against benchmarks/torch_refs/<model>.py, a
+PyTorch implementation of the identical networks, losses, Adam, EMA and metrics (benchmarks/torch_refs/check_<model>.py
+checks that they compute the same step). References exist for DCGAN, StyleGAN2 (with ADA, lazy R1 and path length),
+SNGAN and BigGAN; each module's `reference_problem` says which settings it reproduces. For StyleGAN2 give a multiple of
+16 `--steps`, so every timed run holds the same mix of lazily regularized steps whatever step it starts at. Each
+framework runs in its own process, so that each one's peak RSS is its own and neither's libraries or threads touch the
+other: one for gan_jax, one per torch variant (eager NCHW, eager channels-last, and torch.compile with
+`--torch_compile`). They are set up one after the other (compilation included), then timed in turns, one process running
+at a time, the order rotating each round, so that drifts in the machine's speed hit all alike. All use the same batch
+size, the same real batch (gan_jax's first one) and the same initial weights (gan_jax's), every core
+(torch.set_num_threads(os.cpu_count())), and sample z inside the step. Prints one JSON line per config with
+`jax_steps_per_s` (batch on device, the like-for-like figure; the pipeline figure is `jax_pipeline_steps_per_s`),
+`torch_steps_per_s` (the faster eager layout, named by `torch_layout`), `torch_nchw_steps_per_s`,
+`torch_channels_last_steps_per_s`, `torch_compile_steps_per_s`, `ratio` (gan_jax / the best eager torch),
+`jax_compile_s`, `torch_compile_s`, and each process's peak RSS (`jax_peak_rss_mb`, `torch_peak_rss_mb` for the best
+eager layout, `torch_<variant>_peak_rss_mb`), plus the keys printed without torch.
 """
 
 from __future__ import annotations
