@@ -74,9 +74,9 @@ class FixedLatentGAN(UnconditionalGAN):
         assert self.latents.shape == (n, self.z_dim), f"latents of shape {self.latents.shape}, need {(n, self.z_dim)}"
         return self.latents
 
-    def player_loss(self, player, params, state, batch, rng):
+    def player_loss(self, player, params, state, batch, rng, phase=()):
         return UnconditionalGAN.player_loss(
-            dataclasses.replace(self, latents=batch[f"z_{player}"]), player, params, state, batch, rng
+            dataclasses.replace(self, latents=batch[f"z_{player}"]), player, params, state, batch, rng, phase=phase
         )
 
 

@@ -24,6 +24,10 @@ convolution with s*s times the channels on the phase side and the kernel zero-pa
 is faster when that side has few channels, e.g. the RGB image of a generator's last or a discriminator's first
 layer. A transposed convolution of a 1x1 map (DCGAN's first layer) is a single matrix product.
 
+On the fast path every convolution's input also goes through `materialize` (materialize.py), an exact identity that
+stops XLA:CPU from recomputing the previous layer's elementwise arithmetic inside the batch/channel transpose it makes
+for the weight gradient (such a fused transpose runs about 3.5x slower than a copy of the stored activation).
+
 Layout: activations are NHWC, kernels HWIO `(kh, kw, in, out)`. `impl="auto"` picks "fast" on the CPU backend and
 "xla" (the plain `lax.conv_general_dilated` formulation, which GPUs and TPUs run well) elsewhere, at trace time.
 `set_conv_impl` / `conv_impl` override "auto" process-wide, e.g. to benchmark or test one path.
@@ -41,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+
+from gan_jax.layers.materialize import materialize
 
 Array = jax.Array
 Padding1D = tuple[int, int]
@@ -382,7 +388,10 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, impl: str
     """
     _check_args(x, kernel, stride, padding)
     x, kernel = _promote(x, kernel)
-    if resolve_conv_impl(impl) == "xla" or stride == 1:
+    if resolve_conv_impl(impl) == "xla":
+        return _conv(x, kernel, stride, [(padding, padding)] * 2)
+    x = materialize(x)
+    if stride == 1:
         # Stride 1 needs nothing else: its input gradient is a stride-1 convolution too.
         return _conv(x, kernel, stride, [(padding, padding)] * 2)
     return _conv_fast(x, kernel, stride, padding)
@@ -410,6 +419,7 @@ def conv_transpose2d(
     x, kernel = _promote(x, kernel)
     if resolve_conv_impl(impl) == "xla":
         return _conv_transpose_xla(x, kernel, stride, padding, output_padding)
+    x = materialize(x)
     if x.shape[1] == 1 and x.shape[2] == 1:
         return _conv_transpose_from_1x1(x, kernel, padding, output_padding)
     if stride == 1:
