@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.step_speed import torch_reference_problem  # noqa: E402
+from benchmarks.torch_refs.checking import compare  # noqa: E402
 from benchmarks.torch_refs.dcgan import DCGANStep, copy_gan_jax_weights, load_gan_jax_state  # noqa: E402
 from gan_jax.config import load_config  # noqa: E402
 from gan_jax.objectives.game import UnconditionalGAN  # noqa: E402
@@ -131,42 +132,6 @@ def _expected_torch_var(old: np.ndarray, flax_new: np.ndarray, n: int, times: in
     """
     m = 0.9**times
     return m * old + (flax_new - m * old) * n / (n - 1)
-
-
-def compare(
-    name: str,
-    got: dict[str, np.ndarray],
-    want: dict[str, np.ndarray],
-    atol: float,
-    failures: list[str],
-    exempt: dict[str, np.ndarray] | None = None,
-    exempt_atol: float = 0.0,
-    relative: bool = False,
-) -> tuple[float, int]:
-    """Max error of got vs want (abs, or relative to each tensor's max |want|) and the number of exempt elements
-    that needed their exemption (those where `exempt` is True need only be within `exempt_atol`)."""
-    worst, exempted = 0.0, 0
-    if set(got) != set(want):
-        failures.append(f"{name}: keys differ: {sorted(set(got) ^ set(want))}")
-        return float("inf"), 0
-    for k in want:
-        if got[k].shape != want[k].shape:
-            failures.append(f"{name}/{k}: shape {got[k].shape} != {want[k].shape}")
-            continue
-        err = np.abs(got[k].astype(np.float64) - want[k])
-        if relative:
-            err = err / max(float(np.max(np.abs(want[k]))), 1e-30)
-        mask = exempt.get(k) if exempt else None
-        if mask is not None:
-            exempted += int(np.sum(mask & (err > atol)))
-            if np.any(err[mask] > exempt_atol):
-                failures.append(f"{name}/{k}: error {float(np.max(err[mask])):.3g} > {exempt_atol:g} where exempt")
-            err = np.where(mask, 0.0, err)
-        e = float(np.max(err)) if err.size else 0.0
-        worst = max(worst, e)
-        if not e <= atol:
-            failures.append(f"{name}/{k}: max {'rel' if relative else 'abs'} error {e:.3g} > {atol:g}")
-    return worst, exempted
 
 
 @dataclasses.dataclass
