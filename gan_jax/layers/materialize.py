@@ -23,6 +23,8 @@ Only the CPU backend needs this; elsewhere `materialize` returns its input untou
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,27 +36,19 @@ def _one(x: Array) -> Array:
     return jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)) + jnp.ones((), x.dtype)
 
 
-@jax.custom_jvp
-def _stored(x: Array) -> Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _stored(x: Array, backward: bool) -> Array:
+    del backward
     return x / _one(x)
 
 
 @_stored.defjvp
-def _stored_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (x,), (x_dot,) = primals, tangents
-    return _stored(x), x_dot  # the tangent, and so the cotangent, passes through untouched
-
-
-@jax.custom_jvp
-def _stored_both_ways(x: Array) -> Array:
-    return x / _one(x)
-
-
-@_stored_both_ways.defjvp
-def _stored_both_ways_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+def _stored_jvp(backward: bool, primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (x,), (x_dot,) = primals, tangents
     one = _one(x)
-    return x / one, x_dot / one  # linear in x_dot: its transpose divides the cotangent by the same one
+    # Divided, the tangent stays linear in x_dot and its transpose divides the cotangent by the same one; otherwise
+    # the tangent, and so the cotangent, passes through untouched.
+    return x / one, (x_dot / one if backward else x_dot)
 
 
 def materialize(x: Array, *, backward: bool = False) -> Array:
@@ -67,4 +61,4 @@ def materialize(x: Array, *, backward: bool = False) -> Array:
     """
     if jax.default_backend() != "cpu":
         return x
-    return (_stored_both_ways if backward else _stored)(x)
+    return _stored(x, backward)
