@@ -39,6 +39,16 @@ def test_protocol_configs(table):
         10_000,
         "test",
     )
+    assert not [r for t in table.TABLES.values() for r in t.rows if "," in r]  # --rows is comma-separated
+    hour = table.row_config(table.TABLES["fid_fashion_mnist"], "NS GAN (DCGAN-64) in one hour", 0)
+    assert (hour.data.name, hour.batch_size, hour.model.g_width, hour.model.d_width, hour.num_train_steps) == (
+        "fashion_mnist",
+        64,
+        64,
+        64,
+        27_000,
+    )
+    assert (hour.lr_decay, hour.lr_decay_start, hour.lr_decay_final, hour.ema_decay) == ("linear", 13_500, 0.0, 0.999)
 
 
 def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
@@ -77,6 +87,7 @@ def test_quick_fid_table(table, tmp_path):
     out = table.main(
         [
             "--table=fid_mnist",
+            "--rows=NS GAN (DCGAN)",
             "--seeds=1",
             "--steps=2",
             "--num_samples=32",
@@ -90,6 +101,9 @@ def test_quick_fid_table(table, tmp_path):
     assert scores["fid"] > 0 and 0 <= scores["precision"] <= 1
     protocol = out["rows"][0]["evaluation_protocol"]
     assert protocol["fid"]["num_fake"] == protocol["fid"]["num_real"] == 32
+    assert out["rows"][0]["wall_s_mean"] > 0
+    md = (tmp_path / "fid_mnist.md").read_text()
+    assert "| wall per run (train + score) |" in md and " min |" in md
 
 
 def test_unknown_row_is_refused(table, capsys):
