@@ -81,8 +81,9 @@ def _fid_table(config: str, data: str, reference: str, *, wgan: float, ns: float
             ("WGAN (Lucic et al., best)", (wgan, None, None, None)),
             ("NS GAN (Lucic et al., best)", (ns, None, None, None)),
         ),
-        protocol=f"{data} padded to 32x32; DCGAN, batch 64, 20 epochs (the one-hour row: half width, 27,000 steps, "
-        "learning rates decaying linearly to 0 over the second half); FID/KID/precision/recall of 10,000 samples "
+        protocol=f"{data} padded to 32x32; DCGAN, batch 64, 20 epochs (the one-hour row: half width, "
+        f"{ONE_HOUR['num_train_steps']:,} steps, learning rates decaying linearly to 0 over the second half); "
+        "FID/KID/precision/recall of 10,000 samples "
         f"against the 10,000 {reference} (TF-Inception pool3)",
     )
 

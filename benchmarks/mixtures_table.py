@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.seeds))
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
-    result: dict = {"command": " ".join(["benchmarks/mixtures_table.py"] + (argv or sys.argv[1:])), "rows": []}
+    result: dict = {"command": shlex.join(["benchmarks/mixtures_table.py"] + (argv or sys.argv[1:])), "rows": []}
     if args.measure_vmap:
         result["vmap"] = measure_vmap(mixtures[0], seeds, args.measure_vmap)
         print(json.dumps(result["vmap"]), flush=True)
