@@ -15,8 +15,8 @@
                                     (--config.data.data_dir=...). The paper's best 128x128 result: IS 166.5, FID 7.4
   configs/biggan.py:smoke           a tiny network for a few steps, for tests
 
-Sampling options (config.conditional): `truncation` (the truncation trick, z resampled to [-t, t]) and
-`standing_stats` (G's batch norm from the mean moments of that many batches), as BigGAN's sampling uses them.
+Sampling options: `conditional.truncation` (the truncation trick, z resampled to [-t, t]) and `standing_stats` (G's
+batch norm from the mean moments of that many batches, shared by every model with batch norm), as BigGAN samples.
 """
 
 from gan_jax.config import base_config, conditional_section

@@ -73,6 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.lr_decay_final = 0.0
     c.lr_decay_start = 0
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
+    # Sampling: G's batch norms use the mean batch moments of this many batches of its own samples in training mode
+    # (BigGAN's "standing statistics") instead of running averages, which for the EMA generator are averages of the
+    # live generator's statistics and so do not match its weights; 0 = off. Any model whose G has batch norm.
+    c.standing_stats = 0
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
     # steps as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup > 0 (Karras et al. 2020).
@@ -111,7 +115,6 @@ def conditional_section(**overrides) -> ml_collections.ConfigDict:
     section = {
         "ortho_weight": 0.0,  # BigGAN's orthogonal regularization of G (paper: 1e-4); 0 = off
         "truncation": 0.0,  # sampling: z from N(0, 1) truncated to [-t, t] (BigGAN's truncation trick); 0 = off
-        "standing_stats": 0,  # sampling: G's batch norm from this many batches' mean moments (BigGAN); 0 = off
     }
     unknown = sorted(set(overrides) - set(section))
     if unknown:
@@ -155,6 +158,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         f"must be a step in [0, num_train_steps={config.num_train_steps})",
     )
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
+    need(config.standing_stats >= 0, "standing_stats", "must be >= 0 (0 = off)")
     need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
     need(config.ema_start >= 0, "ema_start", "must be >= 0")
     need(config.ema_start == 0 or config.ema_kimg == 0, "ema_start", "applies to ema_decay, not to ema_kimg's schedule")

@@ -38,8 +38,8 @@ __all__ = ["MOMENTS_COLLECTION", "BatchNorm", "ConditionalBatchNorm", "standing_
 class BatchNorm(nn.Module):
     """Batch normalization over every axis but the last (NHWC images, (N, C) features).
 
-    Variables: params "scale" (C,) (init 1, if `use_scale`) and "bias" (C,) (init 0, if `use_bias`); "batch_stats"
-    {"mean": (C,) init 0, "var": (C,) init 1}.
+    Variables: params "scale" (C,) (init `scale_init`, default 1, if `use_scale`) and "bias" (C,) (init 0, if
+    `use_bias`); "batch_stats" {"mean": (C,) init 0, "var": (C,) init 1}.
 
     `train=True` normalizes with the batch mean and biased variance, computed in float32 with `jnp.mean` over the
     whole (global) batch: under `jax.jit` with the batch sharded over devices these are the synchronized cross-device
@@ -55,6 +55,10 @@ class BatchNorm(nn.Module):
     use_bias: bool = True
     momentum: float = 0.9
     eps: float = 1e-5
+    scale_init: nn.initializers.Initializer = nn.initializers.ones_init()  # DCGAN draws it from N(1, 0.02)
+    # One pass, var = E[x^2] - E[x]^2 (flax's default; about 10% faster for DCGAN on CPU), instead of two; exact
+    # enough after a convolution whose output has mean near 0, not when |mean| >> std.
+    fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -65,7 +69,10 @@ class BatchNorm(nn.Module):
             axes = tuple(range(x.ndim - 1))
             x32 = x.astype(jnp.float32)
             mean = jnp.mean(x32, axis=axes)
-            var = jnp.mean(jnp.square(x32 - mean), axis=axes)  # two-pass: no cancellation when |mean| >> std
+            if self.fast_variance:
+                var = jnp.maximum(jnp.mean(jnp.square(x32), axis=axes) - jnp.square(mean), 0.0)
+            else:
+                var = jnp.mean(jnp.square(x32 - mean), axis=axes)  # two-pass: no cancellation when |mean| >> std
             if not self.is_initializing():
                 if self.is_mutable_collection("batch_stats"):
                     ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
@@ -76,7 +83,7 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         mul = jax.lax.rsqrt(var + self.eps)
         if self.use_scale:
-            mul = mul * self.param("scale", nn.initializers.ones_init(), (features,), jnp.float32)
+            mul = mul * self.param("scale", self.scale_init, (features,), jnp.float32)
         y = (x - mean.astype(x.dtype)) * mul.astype(x.dtype)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (features,), jnp.float32).astype(x.dtype)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.layers import Conv2D, ConvTranspose2D, MinibatchStd
+from gan_jax.layers.normalization import BatchNorm
 
 _init = nn.initializers.normal(0.02)
 
@@ -26,8 +27,9 @@ def _bn_scale_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) ->
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def _bn(train: bool) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, scale_init=_bn_scale_init)
+def _bn(h: jax.Array, train: bool) -> jax.Array:
+    # gan_jax's BatchNorm (not flax's): it sows its batch moments, so sampling can use standing statistics.
+    return BatchNorm(momentum=0.9, eps=1e-5, scale_init=_bn_scale_init, fast_variance=True)(h, train)
 
 
 def _num_upsamplings(resolution: int) -> int:
@@ -48,11 +50,11 @@ class DCGANGenerator(nn.Module):
         ch = self.width * 2 ** (n_up - 1)
         h = z.reshape(z.shape[0], 1, 1, z.shape[-1])
         h = ConvTranspose2D(ch, 4, stride=1, padding=0, use_bias=False, kernel_init=_init)(h)  # 1x1 -> 4x4
-        h = nn.relu(_bn(train)(h))
+        h = nn.relu(_bn(h, train))
         for _ in range(n_up - 1):
             ch //= 2
             h = ConvTranspose2D(ch, 4, stride=2, padding=1, use_bias=False, kernel_init=_init)(h)
-            h = nn.relu(_bn(train)(h))
+            h = nn.relu(_bn(h, train))
         h = ConvTranspose2D(channels, 4, stride=2, padding=1, kernel_init=_init)(h)
         return jnp.tanh(h)
 
@@ -70,7 +72,7 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(n_down - 1):
             ch *= 2
             h = Conv2D(ch, 4, stride=2, padding=1, use_bias=False, kernel_init=_init)(h)
-            h = nn.leaky_relu(_bn(train)(h), 0.2)
+            h = nn.leaky_relu(_bn(h, train), 0.2)
         if self.minibatch_std > 0:
             h = MinibatchStd(self.minibatch_std)(h)
         h = Conv2D(1, 4, stride=1, padding=0, kernel_init=_init)(h)  # 4x4 -> 1x1

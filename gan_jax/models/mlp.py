@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.layers import MinibatchStd
+from gan_jax.layers.normalization import BatchNorm
 
 
 class MLPGenerator(nn.Module):
@@ -32,8 +33,8 @@ class MLPGenerator(nn.Module):
             # No bias before batch norm: BN subtracts it again, so its gradient is rounding noise that Adam would
             # blow up into lr-sized random steps (PacGAN's generator has none either).
             h = nn.Dense(width, use_bias=not self.batch_norm)(h)
-            if self.batch_norm:
-                h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
+            if self.batch_norm:  # gan_jax's BatchNorm sows its moments, for standing statistics
+                h = BatchNorm(momentum=0.9, eps=1e-5, fast_variance=True)(h, train)
             h = nn.relu(h)
         x = nn.Dense(math.prod(self.out_shape))(h)
         if self.output == "tanh":

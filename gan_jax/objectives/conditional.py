@@ -13,8 +13,8 @@ G learns every class equally whatever the data's class balance.
 - Spectral norm's power-iteration vectors ("spectral") and batch-norm statistics ("batch_stats") are the networks'
   model state, updated in training like any other state, so checkpoints keep them and resuming is exact.
 - Sampling: the truncation trick (z from a normal truncated to [-t, t], BigGAN section 3.1) with `truncation` > 0,
-  and "standing statistics" (BigGAN appendix: G's batch-norm statistics replaced by the average batch moments of
-  `standing_stats` batches of samples in training mode) when `standing_stats` > 0, via `sampling_state`.
+  and "standing statistics" (BigGAN appendix) when `standing_stats` > 0, via `TwoPlayerGame.sampling_state`, shared
+  with the unconditional game.
 
 D steps per G step (`n_critic`), the EMA of G with a start step (`ema_start`) and gradient accumulation
 (`grad_accum`) are the trainer's (train/step.py), shared with every game.
@@ -23,13 +23,13 @@ D steps per G step (`n_critic`), the EMA of G with a start step (`ema_start`) an
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.layers.normalization import MOMENTS_COLLECTION
 from gan_jax.objectives.augment import diff_augment
 from gan_jax.objectives.game import TwoPlayerGame, apply_network, batch_labels, default_labels
 from gan_jax.objectives.losses import AdversarialLoss
@@ -106,15 +106,11 @@ class ConditionalGAN(TwoPlayerGame):
         """The latents samples are drawn from: truncated when `truncation` > 0."""
         return self.sample_latents(rng, n, self.truncation)
 
-    def sampling_state(self, params: PyTree, state: PyTree, rng: Array, batch_size: int) -> PyTree:
-        """G's state to sample with: with `standing_stats` = K > 0, its batch-norm statistics replaced by the mean
-        batch moments of K batches generated in training mode (BigGAN's "standing statistics"); else `state`."""
-        if self.standing_stats <= 0 or "batch_stats" not in state:
-            return state
-        from gan_jax.layers.normalization import standing_statistics
-
-        trees = [_batch_moments(self, params, state, k, batch_size) for k in jax.random.split(rng, self.standing_stats)]
-        return {**state, "batch_stats": standing_statistics(trees, state["batch_stats"])}
+    def generator_moments(self, params: PyTree, state: PyTree, rng: Array, n: int) -> PyTree:
+        z_rng, y_rng = jax.random.split(rng)
+        z, labels = self.sampling_latents(z_rng, n), self.sample_labels(y_rng, n)
+        _, new = apply_network(self.generator, params, state, z, labels, train=True, extra=(MOMENTS_COLLECTION,))
+        return new[MOMENTS_COLLECTION]
 
     def d_input(self, x: Array, aug_rng: Array | None) -> Array:
         """What D is shown: DiffAugment'ed when a policy is set and `aug_rng` is given (None in evaluation)."""
@@ -185,17 +181,3 @@ class ConditionalGAN(TwoPlayerGame):
             "d_real": jnp.mean(real_logits),
             "d_fake": jnp.mean(fake_logits),
         }
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _batch_moments(game: ConditionalGAN, params: PyTree, state: PyTree, key: Array, batch_size: int) -> PyTree:
-    """The batch moments G's batch norms see on one batch of samples in training mode (for standing statistics).
-
-    Jitted once per (game, batch size) with the weights as arguments, so that every `Experiment.generate` call with
-    standing statistics reuses one compiled program instead of tracing a closure over the weights each time.
-    """
-    z_rng, y_rng = jax.random.split(key)
-    z = game.sampling_latents(z_rng, batch_size)
-    labels = game.sample_labels(y_rng, batch_size)
-    _, new = apply_network(game.generator, params, state, z, labels, train=True, extra=("moments",))
-    return new["moments"]

@@ -10,12 +10,14 @@ is shown: PacGAN packing and DiffAugment (see `d_input`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.layers.normalization import MOMENTS_COLLECTION, standing_statistics
 from gan_jax.objectives.augment import diff_augment
 from gan_jax.objectives.losses import AdversarialLoss
 from gan_jax.objectives.packing import pack
@@ -69,6 +71,22 @@ class TwoPlayerGame:
     """What the two-player games share: player "d" minimises `d_loss`, player "g" `g_loss`, and every step is alike
     (no static phases, unlike StyleGAN2's lazy regularization)."""
 
+    def sampling_state(self, params: PyTree, state: PyTree, rng: Array, batch_size: int) -> PyTree:
+        """G's state to sample with: with `standing_stats` = K > 0, its batch-norm statistics replaced by the mean
+        batch moments of K batches of its own samples in training mode (BigGAN's "standing statistics"); else
+        `state`. The running averages of the EMA generator are averages of the live generator's statistics, which do
+        not match the averaged weights; standing statistics are those of the weights actually sampled from."""
+        if self.standing_stats <= 0 or "batch_stats" not in state:
+            return state
+        keys = jax.random.split(rng, self.standing_stats)
+        trees = [_generator_moments(self, params, state, key, batch_size) for key in keys]
+        return {**state, "batch_stats": standing_statistics(trees, state["batch_stats"])}
+
+    def generator_moments(self, params: PyTree, state: PyTree, rng: Array, n: int) -> PyTree:
+        """The "moments" its batch norms sow when G runs in training mode on `n` latents (and labels) drawn as in
+        training: one pass of standing statistics. Games whose G has batch norm implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no batch-norm generator for standing statistics")
+
     def phase(self, step: int) -> tuple:
         """The static phase of step `step` (see train/step.py): every step of this game is alike."""
         del step
@@ -100,6 +118,7 @@ class UnconditionalGAN(TwoPlayerGame):
     r1_gamma: float = 0.0
     pack: int = 1  # PacGAN: D judges packs of this many samples, concatenated along the channel axis
     diffaugment: str = ""  # DiffAugment policy ("color,translation,cutout") for every image D sees; "" = none
+    standing_stats: int = 0  # sampling: batches of standing statistics (see `sampling_state`); 0 = running averages
 
     # The networks by name, and the players in update order with the networks each one owns.
     networks: tuple[str, ...] = ("generator", "discriminator")
@@ -127,6 +146,11 @@ class UnconditionalGAN(TwoPlayerGame):
         if self.diffaugment and aug_rng is not None:
             x = diff_augment(x, self.diffaugment, aug_rng)
         return pack(x, self.pack)
+
+    def generator_moments(self, params: PyTree, state: PyTree, rng: Array, n: int) -> PyTree:
+        z = self.sample_latents(rng, n)
+        _, new = apply_network(self.generator, params, state, z, train=True, extra=(MOMENTS_COLLECTION,))
+        return new[MOMENTS_COLLECTION]
 
     def generate(self, params: PyTree, state: PyTree, z: Array, train: bool = False) -> tuple[Array, PyTree]:
         """Samples from the generator with its own parameters and state (live or EMA)."""
@@ -195,3 +219,10 @@ class UnconditionalGAN(TwoPlayerGame):
             "d_real": jnp.mean(real_logits),
             "d_fake": jnp.mean(fake_logits),
         }
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _generator_moments(game: TwoPlayerGame, params: PyTree, state: PyTree, key: Array, batch_size: int) -> PyTree:
+    """`game.generator_moments`, jitted once per (game, batch size) with the weights as arguments, so that every
+    `Experiment.generate` call with standing statistics reuses one compiled program."""
+    return game.generator_moments(params, state, key, batch_size)

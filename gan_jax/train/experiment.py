@@ -181,6 +181,7 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], n
         r1_gamma=config.r1_gamma,
         pack=config.pack,
         diffaugment=config.diffaugment,
+        standing_stats=config.standing_stats,
     )
 
 
@@ -217,6 +218,7 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
             "unroll_steps": config.unroll_steps == 0,
             "n_critic": config.n_critic == 1,
             "grad_accum": config.grad_accum == 1,  # its step counters count player steps
+            "standing_stats": config.standing_stats == 0,  # its generator has no batch norm
             "model.z_dist": config.model.z_dist == "normal",
         },
     )
@@ -306,7 +308,7 @@ def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, 
             "model.z_dist": config.model.z_dist == "normal",
         },
     )
-    for field in ("ortho_weight", "truncation", "standing_stats"):
+    for field in ("ortho_weight", "truncation"):
         if c[field] < 0:
             raise ConfigError(f"config.conditional.{field}={c[field]!r}: must be >= 0")
     classes = _check_classes(config, num_classes)
@@ -320,7 +322,7 @@ def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, 
         ortho_weight=c.ortho_weight,
         diffaugment=config.diffaugment,
         truncation=c.truncation,
-        standing_stats=c.standing_stats,
+        standing_stats=config.standing_stats,
     )
 
 
@@ -341,6 +343,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Experiment:
     init = _state_initializer(game, optimizers, config.batch_size, dataset.shape)
     abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+    if config.standing_stats and "batch_stats" not in abstract.ema_state:
+        raise ConfigError(
+            f"config.standing_stats={config.standing_stats}: the {config.model.name} generator has no batch norm "
+            "(for the MLP generator set model.g_batch_norm=True)"
+        )
     checkpoints = None
     if workdir is not None:
         checkpoints = Checkpoints(

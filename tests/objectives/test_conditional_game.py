@@ -49,7 +49,9 @@ def test_labels_reach_the_generator_and_truncation_narrows_the_samples(biggan):
 
 def test_standing_statistics_replace_the_running_averages(biggan):
     off, params, state, _ = biggan
-    _, game = _game("configs/biggan.py:smoke", standing_stats=4)
+    config = load_config("configs/biggan.py:smoke")
+    config.standing_stats = 4
+    game = build_game(config, SHAPE, 10)
     g_state = state["generator"]
     standing = game.sampling_state(params["generator"], g_state, jax.random.PRNGKey(5), 8)
     assert jax.tree.structure(standing) == jax.tree.structure(g_state)

@@ -1,5 +1,8 @@
 """StyleGAN2's objective: R1 and path length against hand-computed cases, ADA's p, phases, resume, config checks."""
 
+import os
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -144,13 +147,16 @@ def test_resume_restores_ada_p_and_the_path_length_mean(tmp_path):
     def config(steps):
         c = load_config("configs/stylegan.py:smoke")
         c.update_from_flattened_dict(
-            {"num_train_steps": steps, "checkpoint_every": 4, "log_every": 2, "sample_every": 100}
+            {"num_train_steps": steps, "checkpoint_every": 3, "log_every": 2, "sample_every": 100}
         )
         c.stylegan.update(ada_kimg=0.05, ada_interval=2, ada_p_init=0.5)  # p moves by 0.32 per interval
         return c
 
     straight = train(config(6), str(tmp_path / "straight"))
-    train(config(3), str(tmp_path / "resumed"))
+    # The run as if stopped after its step-3 checkpoint (one training run fewer than stopping a second run there).
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "6")
+    os.remove(tmp_path / "resumed" / "checkpoints_manifest" / "6.json")
     resumed = train(config(6), str(tmp_path / "resumed"))
     game = straight.model_state["game"]
     assert float(game["ada_p"]) != 0.5 and float(game["pl_mean"]) > 0 and int(game["d_steps"]) == 6
