@@ -2,9 +2,34 @@
 
 Many tests build the same small models and steps (the smoke configs, in-process and in run.py subprocesses); with
 the cache each program is compiled once per machine instead of once per test, which keeps the suite within its time
-budget. The cache lives under ${GAN_JAX_CACHE:-~/.cache/gan_jax}/xla, which CI gives a fresh directory.
+budget. The cache lives under ${GAN_JAX_CACHE:-~/.cache/gan_jax}/xla, which CI gives a fresh directory. The
+`branch_run` fixture serves resume tests the same way: one training run fewer per test.
 """
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
 
 from gan_jax.env import enable_compilation_cache
 
 enable_compilation_cache()
+
+
+@pytest.fixture
+def branch_run():
+    """branch_run(workdir, new, step): a copy of a finished run's workdir at `new` as if that run had stopped right
+    after its `step` checkpoint (the later checkpoints and their manifests removed), so a resume test needs one
+    training run fewer than stopping a second run there."""
+
+    def branch(workdir: Path, new: Path, step: int) -> Path:
+        shutil.copytree(workdir, new)
+        for name in os.listdir(new / "checkpoints"):
+            if name.isdigit() and int(name) > step:
+                shutil.rmtree(new / "checkpoints" / name)
+                os.remove(new / "checkpoints_manifest" / f"{name}.json")
+        assert str(step) in os.listdir(new / "checkpoints"), f"no checkpoint at step {step} in {workdir}"
+        return new
+
+    return branch

@@ -74,7 +74,7 @@ class TwoPlayerGame:
     def sampling_state(self, params: PyTree, state: PyTree, rng: Array, batch_size: int) -> PyTree:
         """G's state to sample with: with `standing_stats` = K > 0, its batch-norm statistics replaced by the mean
         batch moments of K batches of its own samples in training mode (BigGAN's "standing statistics"); else
-        `state`. The running averages of the EMA generator are averages of the live generator's statistics, which do
+        `state`. The EMA generator's running averages are averages of the live generator's statistics, which need
         not match the averaged weights; standing statistics are those of the weights actually sampled from."""
         if self.standing_stats <= 0 or "batch_stats" not in state:
             return state

@@ -63,15 +63,14 @@ def test_standing_statistics_replace_the_running_averages(biggan):
     assert off.sampling_state(params["generator"], g_state, jax.random.PRNGKey(5), 8) is g_state
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
+def test_resume_matches_an_uninterrupted_run(tmp_path, branch_run):
     def config(steps):
         c = load_config("configs/biggan.py:smoke")
         c.update_from_flattened_dict({"num_train_steps": steps, "checkpoint_every": 2, "sample_every": 100})
         return c
 
     straight = train(config(4), str(tmp_path / "straight"))
-    train(config(2), str(tmp_path / "resumed"))
-    resumed = train(config(4), str(tmp_path / "resumed"))
+    resumed = train(config(4), str(branch_run(tmp_path / "straight", tmp_path / "resumed", 2)))
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Training moved both networks' power iterations and G's batch statistics, which the resume restored exactly.

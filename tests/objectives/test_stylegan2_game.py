@@ -1,8 +1,5 @@
 """StyleGAN2's objective: R1 and path length against hand-computed cases, ADA's p, phases, resume, config checks."""
 
-import os
-import shutil
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -143,7 +140,7 @@ def test_ema_half_life_schedule():
     assert ema_decay_schedule(config) == config.ema_decay
 
 
-def test_resume_restores_ada_p_and_the_path_length_mean(tmp_path):
+def test_resume_restores_ada_p_and_the_path_length_mean(tmp_path, branch_run):
     def config(steps):
         c = load_config("configs/stylegan.py:smoke")
         c.update_from_flattened_dict(
@@ -153,11 +150,7 @@ def test_resume_restores_ada_p_and_the_path_length_mean(tmp_path):
         return c
 
     straight = train(config(6), str(tmp_path / "straight"))
-    # The run as if stopped after its step-3 checkpoint (one training run fewer than stopping a second run there).
-    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "6")
-    os.remove(tmp_path / "resumed" / "checkpoints_manifest" / "6.json")
-    resumed = train(config(6), str(tmp_path / "resumed"))
+    resumed = train(config(6), str(branch_run(tmp_path / "straight", tmp_path / "resumed", 3)))
     game = straight.model_state["game"]
     assert float(game["ada_p"]) != 0.5 and float(game["pl_mean"]) > 0 and int(game["d_steps"]) == 6
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
