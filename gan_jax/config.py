@@ -75,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.ema_decay = 0.999  # EMA of the generator used for samples; 0 disables (samples use the live generator)
     # Sampling: G's batch norms use the mean batch moments of this many batches of its own samples in training mode
     # (BigGAN's "standing statistics") instead of running averages, which for the EMA generator are averages of the
-    # live generator's statistics and so do not match its weights; 0 = off. Any model whose G has batch norm.
+    # live generator's statistics and need not match its weights; 0 = off. Any model whose G has batch norm.
     c.standing_stats = 0
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
