@@ -218,7 +218,6 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
             "unroll_steps": config.unroll_steps == 0,
             "n_critic": config.n_critic == 1,
             "grad_accum": config.grad_accum == 1,  # its step counters count player steps
-            "standing_stats": config.standing_stats == 0,  # its generator has no batch norm
             "model.z_dist": config.model.z_dist == "normal",
         },
     )
@@ -343,10 +342,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Experiment:
     init = _state_initializer(game, optimizers, config.batch_size, dataset.shape)
     abstract = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
-    if config.standing_stats and "batch_stats" not in abstract.ema_state:
+    if config.standing_stats and "batch_stats" not in abstract.ema_state:  # StyleGAN2, the MLP G without BN
+        hint = " (set model.g_batch_norm=True to give it one)" if config.model.name == "mlp" else ""
         raise ConfigError(
-            f"config.standing_stats={config.standing_stats}: the {config.model.name} generator has no batch norm "
-            "(for the MLP generator set model.g_batch_norm=True)"
+            f"config.standing_stats={config.standing_stats}: the {config.model.name} generator has no batch norm{hint}"
         )
     checkpoints = None
     if workdir is not None:

@@ -52,32 +52,34 @@ def test_protocol_configs(table):
 
 
 def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
-    # Three short training runs in all (each costs a compilation): two seeds of the packed row, then one resumed.
+    # Four short training runs in all (each costs a compilation): one seed of each row, a second seed of the packed
+    # row beside the kept first, then one run resumed.
     args = [
         "--table=stacked_mnist",
-        "--rows=PacDCGAN2",
         "--num_samples=100",
         f"--root={tmp_path / 'runs'}",
         f"--out_dir={tmp_path / 'out'}",
         "--name=quick",
         *TINY,
     ]
-    first = table.main([*args, "--steps=2", "--seeds=2"])
-    assert [r["method"] for r in first["rows"]] == ["PacDCGAN2"]
-    (r,) = first["rows"]
-    assert r["steps"] == 2 and r["protocol_steps"] == 100_000
-    assert [k["seed"] for k in r["per_seed"]] == [0, 1]
-    assert all(1 <= k["scores"]["modes"] <= 100 for k in r["per_seed"])
-    assert r["evaluation_protocol"]["num_fake"] == 100
+    first = table.main([*args, "--steps=2", "--seeds=1"])
+    assert [r["method"] for r in first["rows"]] == ["DCGAN", "PacDCGAN2"]
+    for r in first["rows"]:
+        assert r["steps"] == 2 and r["protocol_steps"] == 100_000
+        assert [k["seed"] for k in r["per_seed"]] == [0]
+        assert all(1 <= k["scores"]["modes"] <= 100 for k in r["per_seed"])
+        assert r["evaluation_protocol"]["num_fake"] == 100
     md = (tmp_path / "out" / "quick.md").read_text()
     assert "SHORTENED: 2 training steps per run instead of the protocol's 100000" in md
     assert "paper: PacDCGAN2 (PacGAN Table 2) | 1000 | 0.06" in md
     assert (tmp_path / "out" / "quick_pacdcgan2.png").exists()
 
-    # The same command again reuses every kept score; more steps resume each run from its checkpoint.
-    again = table.main([*args, "--steps=2", "--seeds=2"])
-    assert again["rows"][0]["per_seed"] == first["rows"][0]["per_seed"]
-    longer = table.main([*args, "--steps=4", "--seeds=1"])
+    # A second seed reuses the first one's kept score; more steps resume a run from its checkpoint.
+    again = table.main([*args, "--steps=2", "--seeds=2", "--rows=PacDCGAN2"])
+    assert [k["seed"] for k in again["rows"][0]["per_seed"]] == [0, 1]
+    assert again["rows"][0]["per_seed"][0] == first["rows"][1]["per_seed"][0]
+    assert all(1 <= k["scores"]["modes"] <= 100 for k in again["rows"][0]["per_seed"])
+    longer = table.main([*args, "--steps=4", "--seeds=1", "--rows=PacDCGAN2"])
     seed0 = tmp_path / "runs" / "stacked_mnist" / "pacdcgan2" / "seed0"
     assert sorted(os.listdir(seed0 / "checkpoints")) == ["2", "4"]
     assert longer["rows"][0]["per_seed"][0]["steps"] == 4

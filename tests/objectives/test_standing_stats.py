@@ -42,11 +42,11 @@ def test_sampling_uses_them_only_when_asked():
 def test_a_generator_without_batch_norm_refuses_them():
     config = load_config("configs/stylegan.py:smoke")
     config.standing_stats = 4
-    with pytest.raises(ConfigError, match="standing_stats"):
+    with pytest.raises(ConfigError, match="standing_stats=4: the stylegan2 generator has no batch norm$"):
         setup(config, None)
     config = load_config("configs/gan_mnist.py:smoke")
     config.standing_stats = 4
-    with pytest.raises(ConfigError, match="has no batch norm"):
+    with pytest.raises(ConfigError, match="has no batch norm .set model.g_batch_norm=True"):
         setup(config, None)
     config = load_config("configs/dcgan.py:smoke")
     config.standing_stats = -1
