@@ -17,6 +17,13 @@ Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed
 each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
 every row over the true means). `--measure_vmap=N` first times N steps of all seeds vmapped against one seed alone
 and writes that comparison into the JSON too.
+
+The paper's schedule takes hours per row on a 2-core CPU, so every row keeps its state under `--workdir` (default
+runs/mixtures_table/<name>), one folder per row and setting: every seed's training state (an Orbax checkpoint of the
+vmapped states, atomic and digest-checked like `run.py`'s) every `--checkpoint_every` epochs, and the row's scores and
+samples once it is done. Run the same command again after an interruption: finished rows are read back, an unfinished
+one continues from its newest checkpoint, and the result equals that of an uninterrupted run (each seed's batches are
+a function of the step, and its random keys are part of the saved state).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +44,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install neede
 from gan_jax.config import load_config  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
-from gan_jax.train.seeds import init_seed_runs, mean_sem, train_seed_runs  # noqa: E402
+from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
+from gan_jax.train.seeds import SeedRuns, init_seed_runs, mean_sem, train_seed_runs  # noqa: E402
 
 SCORES = ("modes", "high_quality_pct", "reverse_kl")
 
@@ -99,28 +108,88 @@ def measure_vmap(mixture: str, seeds: list[int], steps: int) -> dict:
     return out
 
 
-def run_row(mixture: str, method: str, seeds: list[int], epochs: float, chunk: int, num_samples: int) -> dict:
+def row_dir(workdir: str, mixture: str, method: str, seeds: list[int], epochs: float) -> str:
+    """The folder of one row's state: its setting is in the name, so a different setting never meets its state."""
+    slug = "".join(c if c.isalnum() else "_" for c in method)
+    return os.path.join(workdir, f"{mixture}_{slug}_{len(seeds)}seeds_{epochs:g}ep")
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+
+
+def _resume(runs: SeedRuns, checkpoints: Checkpoints, progress_path: str) -> None:
+    """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it."""
+    restored = checkpoints.restore_latest(jax.eval_shape(lambda: runs.states))
+    if restored is None:
+        return
+    runs.states = restored
+    step = int(np.asarray(restored.step)[0])
+    train_s = json.loads(Path(progress_path).read_text()) if os.path.exists(progress_path) else {}
+    runs.train_s = float(train_s.get(str(step), 0.0))
+    print(f"  resumed from step {step} ({checkpoints.directory})", file=sys.stderr, flush=True)
+
+
+def run_row(
+    mixture: str,
+    method: str,
+    seeds: list[int],
+    epochs: float,
+    chunk: int,
+    num_samples: int,
+    workdir: str,
+    checkpoint_every: float = 10,
+    stop_at_step: int = 0,
+) -> dict | None:
+    """Trains (or resumes, or reads back) one row over its seeds and scores it. `stop_at_step` > 0 stops training
+    there after a checkpoint and returns None, as an interruption would (for tests)."""
     config = row_config(mixture, method, epochs)
+    directory = row_dir(workdir, mixture, method, seeds, epochs)
+    done_path, samples_path = os.path.join(directory, "row.json"), os.path.join(directory, "samples_seed0.npy")
+    if os.path.exists(done_path) and os.path.exists(samples_path):
+        row = json.loads(Path(done_path).read_text())
+        if row.get("num_samples") == num_samples:
+            print(f"  {mixture} {method}: finished earlier, read back from {directory}", file=sys.stderr, flush=True)
+            return {**row, "samples_seed0": np.load(samples_path)}
     t0 = time.perf_counter()
     runs = init_seed_runs(config, seeds)
+    abstract = jax.eval_shape(lambda: runs.states)
+    checkpoints = Checkpoints(
+        os.path.join(directory, "checkpoints"),
+        dict(model_signature(config.model.name, runs.experiment.dataset.shape, abstract), seeds=seeds),
+        keep=2,
+        async_save=False,
+    )
+    progress_path = os.path.join(directory, "train_seconds.json")
+    _resume(runs, checkpoints, progress_path)
+    start = int(np.asarray(runs.states.step)[0])
+    steps_per_epoch = config.data.num_examples // config.batch_size
+    every = max(chunk, int(checkpoint_every * steps_per_epoch) // chunk * chunk)
+    end = min(stop_at_step, config.num_train_steps) if stop_at_step > 0 else config.num_train_steps
 
-    def progress(step: int, r) -> None:
+    def save(step: int, r: SeedRuns) -> None:
+        if step == config.num_train_steps:
+            return  # the row's scores and samples are what is kept of a finished row
+        checkpoints.save(step, r.states)
+        checkpoints.wait()
+        seconds = json.loads(Path(progress_path).read_text()) if os.path.exists(progress_path) else {}
+        _write_json(progress_path, {**seconds, str(step): round(r.train_s, 3)})
         rate = len(seeds) * step / max(r.train_s, 1e-9)
         eta = (config.num_train_steps - step) * len(seeds) / max(rate, 1e-9)
         print(
             f"  {mixture} {method}: step {step}/{config.num_train_steps}, {rate:.0f} seed-steps/s, "
-            f"ETA {eta / 60:.1f} min",
+            f"ETA {eta / 60:.1f} min (checkpoint saved)",
             file=sys.stderr,
             flush=True,
         )
 
-    runs = train_seed_runs(
-        runs,
-        config.num_train_steps,
-        chunk=chunk,
-        callback=progress,
-        callback_every=max(chunk, config.num_train_steps // 20 // chunk * chunk),
-    )
+    runs = train_seed_runs(runs, end, chunk=chunk, callback=save, callback_every=every)
+    checkpoints.close()
+    if end < config.num_train_steps:
+        return None  # train_seed_runs called `save` at `end`
     samples = runs.sample(num_samples, seed=0)  # the `modes` evaluator's latents (evaluator seed 0)
     per_seed = [{"seed": s, **_scores(x, mixture)} for s, x in zip(seeds, samples, strict=True)]
     row = {
@@ -137,9 +206,12 @@ def run_row(mixture: str, method: str, seeds: list[int], epochs: float, chunk: i
         "wall_s": round(time.perf_counter() - t0, 1),
         "train_s": round(runs.train_s, 1),
         "compile_s": round(runs.compile_s, 1),
+        "steps_this_invocation": int(np.asarray(runs.states.step)[0]) - start,  # fewer when resumed
     }
     for name in SCORES:
         row[f"{name}_mean"], row[f"{name}_sem"] = mean_sem([r[name] for r in per_seed])
+    np.save(samples_path, samples[0])
+    _write_json(done_path, row)
     row["samples_seed0"] = samples[0]  # for the picture; dropped from the JSON
     return row
 
@@ -213,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--measure_vmap", type=int, default=0, help="steps for the vmap-vs-one-seed timing (0: skip)")
     p.add_argument("--out_dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="mixtures")
+    p.add_argument("--workdir", default="", help="where rows keep their state (default runs/mixtures_table/<name>)")
+    p.add_argument("--checkpoint_every", type=float, default=10, help="epochs between checkpoints of a row")
+    p.add_argument("--stop_at_step", type=int, default=0, help=argparse.SUPPRESS)  # tests: an interruption
     args = p.parse_args(argv)
     mixtures = [m for m in args.mixtures.split(",") if m]
     methods = [m for m in args.methods.split(",") if m]
@@ -222,8 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
     for m in mixtures:
         if m not in PAPER_ROWS:
             p.error(f"--mixtures: unknown mixture {m!r}; choose from {', '.join(PAPER_ROWS)}")
-    if args.seeds < 1 or args.epochs <= 0:
-        p.error("--seeds must be >= 1 and --epochs > 0")
+    if args.seeds < 1 or args.epochs <= 0 or args.checkpoint_every <= 0:
+        p.error("--seeds must be >= 1, --epochs and --checkpoint_every > 0")
+    workdir = args.workdir or str(ROOT / "runs" / "mixtures_table" / args.name)
     seeds = list(range(args.seeds))
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
@@ -234,7 +310,20 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for mixture in mixtures:
         for method in methods:
-            row = run_row(mixture, method, seeds, args.epochs, args.chunk, args.num_samples)
+            row = run_row(
+                mixture,
+                method,
+                seeds,
+                args.epochs,
+                args.chunk,
+                args.num_samples,
+                workdir,
+                args.checkpoint_every,
+                args.stop_at_step,
+            )
+            if row is None:
+                print(f"stopped at step {args.stop_at_step}; run the same command again to resume", file=sys.stderr)
+                return result
             rows.append(row)
             public = {k: v for k, v in row.items() if k != "samples_seed0"}
             result["rows"].append(public)

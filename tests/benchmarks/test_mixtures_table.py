@@ -66,3 +66,38 @@ def test_bad_arguments_are_refused(table, capsys):
     with pytest.raises(SystemExit):
         table.main(["--methods=WGAN"])
     assert "unknown method 'WGAN'" in capsys.readouterr().err
+
+
+def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(table, tmp_path, capsys):
+    args = [
+        "--mixtures=ring",
+        "--methods=GAN+EMA+decay",  # the learning-rate schedule and the EMA are part of what must resume exactly
+        "--seeds=2",
+        "--epochs=0.03",
+        "--chunk=10",
+        "--checkpoint_every=0.01",  # every 10 steps
+        "--num_samples=300",
+    ]
+    straight = table.main([*args, f"--out_dir={tmp_path}", "--name=straight", f"--workdir={tmp_path / 'w1'}"])
+    resumable = [*args, f"--out_dir={tmp_path}", "--name=resumed", f"--workdir={tmp_path / 'w2'}"]
+    stopped = table.main([*resumable, "--stop_at_step=20"])
+    assert stopped["rows"] == [] and not (tmp_path / "resumed.json").exists()
+    row_dir = tmp_path / "w2" / "ring_GAN_EMA_decay_2seeds_0.03ep"
+    assert sorted(int(p.name) for p in (row_dir / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
+    assert not (row_dir / "row.json").exists()
+    capsys.readouterr()
+
+    resumed = table.main(resumable)
+    assert "resumed from step 20" in capsys.readouterr().err
+    want, got = straight["rows"][0], resumed["rows"][0]
+    assert (want["steps_this_invocation"], got["steps_this_invocation"]) == (30, 10)
+    assert got["per_seed"] == want["per_seed"]
+    np.testing.assert_array_equal(
+        np.load(row_dir / "samples_seed0.npy"),
+        np.load(tmp_path / "w1" / "ring_GAN_EMA_decay_2seeds_0.03ep" / "samples_seed0.npy"),
+    )
+
+    again = table.main(resumable)  # finished: read back, not trained again
+    assert "finished earlier, read back" in capsys.readouterr().err
+    assert again["rows"][0]["per_seed"] == want["per_seed"]
+    assert (tmp_path / "resumed.png").stat().st_size > 10_000
