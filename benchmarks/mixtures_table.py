@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -121,16 +122,18 @@ def _write_json(path: str, obj: dict) -> None:
     os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
 
 
-def _resume(runs: SeedRuns, checkpoints: Checkpoints, progress_path: str) -> None:
-    """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it."""
+def _resume(runs: SeedRuns, checkpoints: Checkpoints, seconds_path: str) -> float:
+    """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it; returns
+    the wall time spent up to it (0 when starting afresh)."""
     restored = checkpoints.restore_latest(jax.eval_shape(lambda: runs.states))
     if restored is None:
-        return
+        return 0.0
     runs.states = restored
     step = int(np.asarray(restored.step)[0])
-    train_s = json.loads(Path(progress_path).read_text()) if os.path.exists(progress_path) else {}
-    runs.train_s = float(train_s.get(str(step), 0.0))
+    seconds = json.loads(Path(seconds_path).read_text()).get(str(step), {}) if os.path.exists(seconds_path) else {}
+    runs.train_s = float(seconds.get("train_s", 0.0))
     print(f"  resumed from step {step} ({checkpoints.directory})", file=sys.stderr, flush=True)
+    return float(seconds.get("wall_s", 0.0))
 
 
 def run_row(
@@ -163,33 +166,38 @@ def run_row(
         keep=2,
         async_save=False,
     )
-    progress_path = os.path.join(directory, "train_seconds.json")
-    _resume(runs, checkpoints, progress_path)
+    seconds_path = os.path.join(directory, "seconds.json")  # step -> training and wall seconds up to its checkpoint
+    wall_before = _resume(runs, checkpoints, seconds_path)
     start = int(np.asarray(runs.states.step)[0])
     steps_per_epoch = config.data.num_examples // config.batch_size
-    every = max(chunk, int(checkpoint_every * steps_per_epoch) // chunk * chunk)
+    save_every = max(chunk, int(checkpoint_every * steps_per_epoch) // chunk * chunk)
+    show_every = max(chunk, config.num_train_steps // 20 // chunk * chunk)
     end = min(stop_at_step, config.num_train_steps) if stop_at_step > 0 else config.num_train_steps
 
-    def save(step: int, r: SeedRuns) -> None:
-        if step == config.num_train_steps:
-            return  # the row's scores and samples are what is kept of a finished row
-        checkpoints.save(step, r.states)
-        checkpoints.wait()
-        seconds = json.loads(Path(progress_path).read_text()) if os.path.exists(progress_path) else {}
-        _write_json(progress_path, {**seconds, str(step): round(r.train_s, 3)})
-        rate = len(seeds) * step / max(r.train_s, 1e-9)
+    def after_chunk(step: int, r: SeedRuns) -> None:
+        """Progress now and then; a checkpoint every `save_every` steps and where training stops short of the end
+        (a finished row keeps its scores and samples instead)."""
+        saved = step < config.num_train_steps and (step % save_every == 0 or step == end)
+        if saved:
+            checkpoints.save(step, r.states)
+            checkpoints.wait()
+            seconds = json.loads(Path(seconds_path).read_text()) if os.path.exists(seconds_path) else {}
+            wall = wall_before + time.perf_counter() - t0
+            _write_json(seconds_path, {**seconds, str(step): {"train_s": r.train_s, "wall_s": wall}})
+        rate = len(seeds) * step / max(r.train_s, 1e-9)  # train_s counts every invocation's steps, as `step` does
         eta = (config.num_train_steps - step) * len(seeds) / max(rate, 1e-9)
         print(
             f"  {mixture} {method}: step {step}/{config.num_train_steps}, {rate:.0f} seed-steps/s, "
-            f"ETA {eta / 60:.1f} min (checkpoint saved)",
+            f"ETA {eta / 60:.1f} min" + (" (checkpoint saved)" if saved else ""),
             file=sys.stderr,
             flush=True,
         )
 
-    runs = train_seed_runs(runs, end, chunk=chunk, callback=save, callback_every=every)
+    every = math.gcd(save_every, show_every)
+    runs = train_seed_runs(runs, end, chunk=chunk, callback=after_chunk, callback_every=every)
     checkpoints.close()
     if end < config.num_train_steps:
-        return None  # train_seed_runs called `save` at `end`
+        return None
     samples = runs.sample(num_samples, seed=0)  # the `modes` evaluator's latents (evaluator seed 0)
     per_seed = [{"seed": s, **_scores(x, mixture)} for s, x in zip(seeds, samples, strict=True)]
     row = {
@@ -203,7 +211,7 @@ def run_row(
         "changes": METHODS[method],
         "num_samples": num_samples,
         "per_seed": per_seed,
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall_before + time.perf_counter() - t0, 1),  # every invocation's, when resumed
         "train_s": round(runs.train_s, 1),
         "compile_s": round(runs.compile_s, 1),
         "steps_this_invocation": int(np.asarray(runs.states.step)[0]) - start,  # fewer when resumed
