@@ -36,6 +36,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -122,18 +123,17 @@ def _write_json(path: str, obj: dict) -> None:
     os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
 
 
-def _resume(runs: SeedRuns, checkpoints: Checkpoints, seconds_path: str) -> float:
-    """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it; returns
-    the wall time spent up to it (0 when starting afresh)."""
-    restored = checkpoints.restore_latest(jax.eval_shape(lambda: runs.states))
+def _resume(runs: SeedRuns, checkpoints: Checkpoints, abstract: Any, seconds: dict) -> float:
+    """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it (from
+    `seconds`, step -> seconds); returns the wall time spent up to it (0 when starting afresh)."""
+    restored = checkpoints.restore_latest(abstract)
     if restored is None:
         return 0.0
     runs.states = restored
     step = int(np.asarray(restored.step)[0])
-    seconds = json.loads(Path(seconds_path).read_text()).get(str(step), {}) if os.path.exists(seconds_path) else {}
-    runs.train_s = float(seconds.get("train_s", 0.0))
+    runs.train_s = float(seconds.get(str(step), {}).get("train_s", 0.0))
     print(f"  resumed from step {step} ({checkpoints.directory})", file=sys.stderr, flush=True)
-    return float(seconds.get("wall_s", 0.0))
+    return float(seconds.get(str(step), {}).get("wall_s", 0.0))
 
 
 def run_row(
@@ -167,7 +167,8 @@ def run_row(
         async_save=False,
     )
     seconds_path = os.path.join(directory, "seconds.json")  # step -> training and wall seconds up to its checkpoint
-    wall_before = _resume(runs, checkpoints, seconds_path)
+    seconds = json.loads(Path(seconds_path).read_text()) if os.path.exists(seconds_path) else {}
+    wall_before = _resume(runs, checkpoints, abstract, seconds)
     start = int(np.asarray(runs.states.step)[0])
     steps_per_epoch = config.data.num_examples // config.batch_size
     save_every = max(chunk, int(checkpoint_every * steps_per_epoch) // chunk * chunk)
@@ -181,9 +182,8 @@ def run_row(
         if saved:
             checkpoints.save(step, r.states)
             checkpoints.wait()
-            seconds = json.loads(Path(seconds_path).read_text()) if os.path.exists(seconds_path) else {}
-            wall = wall_before + time.perf_counter() - t0
-            _write_json(seconds_path, {**seconds, str(step): {"train_s": r.train_s, "wall_s": wall}})
+            seconds[str(step)] = {"train_s": r.train_s, "wall_s": wall_before + time.perf_counter() - t0}
+            _write_json(seconds_path, seconds)
         rate = len(seeds) * step / max(r.train_s, 1e-9)  # train_s counts every invocation's steps, as `step` does
         eta = (config.num_train_steps - step) * len(seeds) / max(rate, 1e-9)
         print(
