@@ -37,6 +37,7 @@ from gan_jax.env import configure_xla  # noqa: E402
 
 configure_xla()
 
+from gan_jax import fileio  # noqa: E402
 from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
 from gan_jax.train.seeds import mean_sem  # noqa: E402
 
@@ -173,10 +174,7 @@ def run_one(table: Table, row: str, seed: int, workdir: str, steps: int, num_sam
         "eval_s": round(time.perf_counter() - t0, 1),
         "train_s_total": _train_seconds(workdir),
     }
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(kept, f, indent=1)
-    os.replace(tmp, path)
+    fileio.write_json(path, kept)
     return kept
 
 

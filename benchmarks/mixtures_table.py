@@ -43,6 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
+from gan_jax import fileio  # noqa: E402
 from gan_jax.config import load_config  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
@@ -116,13 +117,6 @@ def row_dir(workdir: str, mixture: str, method: str, seeds: list[int], epochs: f
     return os.path.join(workdir, f"{mixture}_{slug}_{len(seeds)}seeds_{epochs:g}ep")
 
 
-def _write_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
-
-
 def _resume(runs: SeedRuns, checkpoints: Checkpoints, abstract: Any, seconds: dict) -> float:
     """Restores the newest intact checkpoint of the row into `runs`, with the training time spent up to it (from
     `seconds`, step -> seconds); returns the wall time spent up to it (0 when starting afresh)."""
@@ -183,7 +177,7 @@ def run_row(
             checkpoints.save(step, r.states)
             checkpoints.wait()
             seconds[str(step)] = {"train_s": r.train_s, "wall_s": wall_before + time.perf_counter() - t0}
-            _write_json(seconds_path, seconds)
+            fileio.write_json(seconds_path, seconds)
         rate = len(seeds) * step / max(r.train_s, 1e-9)  # train_s counts every invocation's steps, as `step` does
         eta = (config.num_train_steps - step) * len(seeds) / max(rate, 1e-9)
         print(
@@ -219,7 +213,7 @@ def run_row(
     for name in SCORES:
         row[f"{name}_mean"], row[f"{name}_sem"] = mean_sem([r[name] for r in per_seed])
     np.save(samples_path, samples[0])
-    _write_json(done_path, row)
+    fileio.write_json(done_path, row)
     row["samples_seed0"] = samples[0]  # for the picture; dropped from the JSON
     return row
 

@@ -30,13 +30,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from gan_jax import fileio
 from gan_jax.metrics.inception_weights import cache_dir
 
 log = logging.getLogger(__name__)
@@ -317,20 +317,11 @@ def _load(path: str, sha: str) -> MnistClassifier | None:
 
 
 def _save(path: str, clf: MnistClassifier) -> None:
-    """Writes the cache atomically: a temporary file in the same directory, then `os.replace`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Writes the cache atomically, so a crash mid-write leaves no truncated classifier for the next run."""
     arrays = {name: np.asarray(v) for name, v in _flatten(clf.variables).items()}
     arrays[RECIPE_KEY] = np.asarray(clf.recipe_sha256)
     arrays[ACCURACY_KEY] = np.asarray(clf.test_accuracy, np.float64)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".mnist_classifier.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.save_npz(path, **arrays)
 
 
 _LOADED: dict[tuple[str, str], MnistClassifier] = {}

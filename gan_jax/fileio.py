@@ -1,0 +1,52 @@
+"""Atomic file writes: a reader (or a run resumed after a crash) sees the old file or the new one, never half of one.
+
+Every record the library keeps beside a run (checkpoint manifests, the best-checkpoint record, benchmark rows) and
+every cache it builds (Inception weights, reference features, the MNIST classifier) is written through here: the
+content goes to a temporary file in the same directory, which `os.replace` then renames over the target in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
+    """Yields a file opened on a temporary name beside `path` that replaces `path` when the block exits cleanly.
+
+    On an exception the temporary file is removed and `path` is left as it was. Missing parent directories are
+    created. The file gets the usual 0644 permissions (`mkstemp` alone would give 0600, unreadable to other users
+    of a shared cache).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', not {mode!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, obj: Any, indent: int | None = 1) -> None:
+    """Writes `obj` as JSON to `path` atomically."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=indent)
+
+
+def save_npz(path: str, **arrays: Any) -> None:
+    """Writes `arrays` as an uncompressed .npz to `path` atomically (np.savez to an open file adds no suffix)."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
