@@ -28,6 +28,13 @@ size, the same real batch (gan_jax's first one) and the same initial weights (ga
 `torch_channels_last_steps_per_s`, `torch_compile_steps_per_s`, `ratio` (gan_jax / the best eager torch),
 `jax_compile_s`, `torch_compile_s`, and each process's peak RSS (`jax_peak_rss_mb`, `torch_peak_rss_mb` for the best
 eager layout, `torch_<variant>_peak_rss_mb`), plus the keys printed without torch.
+
+Where the time goes: `conv_matmul_gflop_per_step` is the step's convolution and matmul work as torch's
+FlopCounterMode counts it over one timed run of the NCHW reference (the products gan_jax computes too), and
+`jax_conv_matmul_gflops` / `torch_<layout>_conv_matmul_gflops` the rate each framework gets through that work in the
+whole step. Set beside the machine's matmul rate (`benchmarks/conv_speed.py --matmul`), they bound what any change
+outside the kernels can win. `xla_gflop_per_step` is XLA's own count for gan_jax's compiled step (every op, the
+elementwise ones and the fast convolutions' padded taps included), and `xla_gflops` (without torch) its rate.
 """
 
 from __future__ import annotations
@@ -123,6 +130,18 @@ class JaxBench:
         jax.block_until_ready(m)
         self.compile_s = time.perf_counter() - t
 
+    def xla_gflop_per_step(self) -> float:
+        """XLA's own count of the floating-point work of one compiled step (every op: convolutions, matmuls and the
+        elementwise rest), averaged over the game's phases as training cycles through them (64 steps)."""
+        per_phase = {}
+        for i in range(64):
+            phase = self.exp.game.phase(i)
+            if phase not in per_phase:
+                cost = self.exp.train_step(i).lower(self.state, self.fixed).compile().cost_analysis()
+                cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict in older jax
+                per_phase[phase] = float(cost.get("flops", 0.0))
+        return sum(per_phase[self.exp.game.phase(i)] for i in range(64)) / 64 / 1e9
+
     def step_fn(self, state, batch):
         fn = self.exp.train_step(self.step)
         self.step += 1
@@ -153,6 +172,7 @@ def measure(spec: str, steps: int, repeats: int, overrides: dict) -> dict:
 
     bench = JaxBench(spec, overrides, steps)
     config = bench.config
+    xla_gflop = bench.xla_gflop_per_step()
     device, pipeline = [], []
     for _ in range(repeats):  # alternate, so drifts in machine load hit both alike
         device.append(bench.device_run())
@@ -169,6 +189,8 @@ def measure(spec: str, steps: int, repeats: int, overrides: dict) -> dict:
         "pipeline_over_device": round(pipe / dev, 3),
         "examples_per_s": round(pipe * bench.per_step, 1),
         "compile_s": round(bench.compile_s, 2),
+        "xla_gflop_per_step": round(xla_gflop, 2),
+        "xla_gflops": round(xla_gflop * dev, 1),
         "peak_rss_mb": peak_rss_mb(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
@@ -212,6 +234,7 @@ def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None
         "examples_per_step": bench.per_step,
         "data_shape": list(bench.exp.dataset.shape),
         "jax_version": jax.__version__,
+        "xla_gflop_per_step": bench.xla_gflop_per_step(),
     }
 
     def run() -> dict:
@@ -247,6 +270,14 @@ def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_fi
     first_s = time.perf_counter() - t
     for _ in range(_TORCH_WARMUP_STEPS):
         ref.step(real, **extra)
+    gflop = None
+    if variant == "torch_nchw":  # the layouts do the same arithmetic; counted once, over one timed run's steps
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(steps):
+                ref.step(real, **extra)
+        gflop = counter.get_total_flops() / steps / 1e9
 
     def run() -> dict:
         t = time.perf_counter()
@@ -261,6 +292,7 @@ def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_fi
             "threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "optimizer": optimizer,
+            "gflop_per_step": gflop,
         },
         run,
     )
@@ -335,6 +367,15 @@ def compare_with_torch(spec: str, args: argparse.Namespace, overrides: dict) -> 
         "torch_layout": best.removeprefix("torch_"),
         "ratio": round(med["jax"] / med[best], 3),
     }
+    # The step's convolution and matmul work as torch counts it (FlopCounterMode; gan_jax does the same products),
+    # and the rate each framework gets through it: with the machine's matmul rate (conv_speed.py --matmul) this says
+    # how much of a gap is the kernels' speed and how much is the rest of the step.
+    gflop = setup["torch_nchw"]["gflop_per_step"]
+    out["conv_matmul_gflop_per_step"] = round(gflop, 2)
+    out["jax_conv_matmul_gflops"] = round(gflop * med["jax"], 1)
+    for v in ("torch_nchw", "torch_channels_last"):
+        out[f"{v}_conv_matmul_gflops"] = round(gflop * med[v], 1)
+    out["xla_gflop_per_step"] = round(js["xla_gflop_per_step"], 2)
     for v in variants[1:]:
         out[f"{v}_steps_per_s"] = round(med[v], 3)
     if "torch_compile" in med:
