@@ -16,7 +16,11 @@ Division is an operation XLA does not duplicate into other fusions, so dividing 
 that XLA cannot fold, min(|x|, 0) + 1, keeps `x` a stored buffer that its consumers read; the division rides along in
 the loop that computes `x`. The divisor is 1 for every x but NaN (whose result is NaN anyway), infinities included.
 Derivatives of every order are exactly the identity's: the tangent passes through, or with `backward=True` is divided
-by the same (primal) divisor, which stores the cotangent in the backward pass the same way.
+by the same (primal) divisor, which stores the cotangent in the backward pass the same way. `forward=False` leaves
+the value itself untouched and stores only the cotangent: for the input of a batch normalization that follows a
+convolution (DCGAN), whose input gradient is batch-statistics arithmetic that XLA:CPU would otherwise fuse into the
+transposing copy that the convolution's weight gradient makes of it (DCGAN's default step: 0.69-0.73 steps/s
+without, 0.77-0.78 with, on a 2-core CPU; `benchmarks/step_speed.py --no-torch`).
 
 Only the CPU backend needs this; elsewhere `materialize` returns its input untouched.
 """
@@ -36,29 +40,29 @@ def _one(x: Array) -> Array:
     return jnp.minimum(jnp.abs(x), jnp.zeros((), x.dtype)) + jnp.ones((), x.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _stored(x: Array, backward: bool) -> Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _stored(x: Array, forward: bool, backward: bool) -> Array:
     del backward
-    return x / _one(x)
+    return x / _one(x) if forward else x
 
 
 @_stored.defjvp
-def _stored_jvp(backward: bool, primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+def _stored_jvp(forward: bool, backward: bool, primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (x,), (x_dot,) = primals, tangents
     one = _one(x)
     # Divided, the tangent stays linear in x_dot and its transpose divides the cotangent by the same one; otherwise
     # the tangent, and so the cotangent, passes through untouched.
-    return x / one, (x_dot / one if backward else x_dot)
+    return (x / one if forward else x), (x_dot / one if backward else x_dot)
 
 
-def materialize(x: Array, *, backward: bool = False) -> Array:
+def materialize(x: Array, *, forward: bool = True, backward: bool = False) -> Array:
     """`x`, bit for bit, stored once by XLA:CPU instead of recomputed in each consumer (see the module docstring).
 
     `backward=True` stores the cotangent in the backward pass as well: right for a value between two stages of
     shifted sums, whose gradient is shifted sums too, but not for a convolution's input, where dividing the
     cotangent only adds a pass (StyleGAN2's step: 181-189 ms with the convolution inputs stored forward only,
-    212-213 ms both ways, on a 2-core CPU).
+    212-213 ms both ways, on a 2-core CPU). `forward=False` stores the cotangent only (with `backward=True`).
     """
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or not (forward or backward):
         return x
-    return _stored(x, backward)
+    return _stored(x, forward, backward)

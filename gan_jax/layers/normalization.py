@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.layers.materialize import materialize
 from gan_jax.layers.spectral import SpectralNorm
 
 Array = jax.Array
@@ -59,6 +60,10 @@ class BatchNorm(nn.Module):
     # One pass, var = E[x^2] - E[x]^2 (flax's default; about 10% faster for DCGAN on CPU), instead of two; exact
     # enough after a convolution whose output has mean near 0, not when |mean| >> std.
     fast_variance: bool = False
+    # Store the input's cotangent in the backward pass (materialize(forward=False, backward=True), 4-D inputs, CPU):
+    # faster after a convolution in DCGAN (see materialize.py), slower in SNGAN's residual blocks (0.68-0.69 steps/s
+    # against 0.71-0.74), so a model's choice.
+    store_input_cotangent: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -66,6 +71,8 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         if train:
+            if self.store_input_cotangent and x.ndim == 4:
+                x = materialize(x, forward=False, backward=True)
             axes = tuple(range(x.ndim - 1))
             x32 = x.astype(jnp.float32)
             mean = jnp.mean(x32, axis=axes)

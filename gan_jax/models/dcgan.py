@@ -29,7 +29,9 @@ def _bn_scale_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) ->
 
 def _bn(h: jax.Array, train: bool) -> jax.Array:
     # gan_jax's BatchNorm (not flax's): it sows its batch moments, so sampling can use standing statistics.
-    return BatchNorm(momentum=0.9, eps=1e-5, scale_init=_bn_scale_init, fast_variance=True)(h, train)
+    return BatchNorm(momentum=0.9, eps=1e-5, scale_init=_bn_scale_init, fast_variance=True, store_input_cotangent=True)(
+        h, train
+    )
 
 
 def _num_upsamplings(resolution: int) -> int:

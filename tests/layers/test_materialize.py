@@ -10,10 +10,15 @@ import pytest
 from gan_jax.layers.materialize import materialize
 from gan_jax.layers.resample import blur2d
 
-BOTH = [materialize, functools.partial(materialize, backward=True)]
+BOTH = [
+    materialize,
+    functools.partial(materialize, backward=True),
+    functools.partial(materialize, forward=False, backward=True),
+]
+IDS = ["forward", "both", "cotangent_only"]
 
 
-@pytest.mark.parametrize("materialize", BOTH, ids=["forward", "backward"])
+@pytest.mark.parametrize("materialize", BOTH, ids=IDS)
 def test_values_are_unchanged_bit_for_bit(materialize):
     # Normal numbers only: XLA:CPU flushes subnormals in all arithmetic, a ReLU's included.
     tiny = float(jnp.finfo(jnp.float32).tiny)
@@ -25,7 +30,7 @@ def test_values_are_unchanged_bit_for_bit(materialize):
     assert jnp.array_equal(jax.jit(materialize)(b), b) and jax.jit(materialize)(b).dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("materialize", BOTH, ids=["forward", "backward"])
+@pytest.mark.parametrize("materialize", BOTH, ids=IDS)
 def test_derivatives_are_the_identitys(materialize):
     v = jnp.array([0.5, -2.0, 0.0, 3.0])
     f = lambda v: jnp.sum(materialize(v) ** 3)  # noqa: E731
@@ -48,3 +53,22 @@ def test_the_blur_and_its_gradient_are_those_of_the_plain_shifted_sums():
     np.testing.assert_allclose(
         jax.grad(lambda x: jnp.sum(blur2d(x) * w))(x), jax.grad(lambda x: jnp.sum(reference(x) * w))(x), atol=1e-6
     )
+
+
+def test_batch_norm_storing_its_input_cotangent_has_the_same_values_and_gradients():
+    from gan_jax.layers.normalization import BatchNorm
+
+    x = jax.random.normal(jax.random.key(0), (4, 5, 5, 3))
+    w = jax.random.normal(jax.random.key(1), x.shape)
+    outs = []
+    for store in (False, True):
+        bn = BatchNorm(store_input_cotangent=store)
+        variables = bn.init(jax.random.key(2), x, train=True)
+
+        def loss(params, x, bn=bn, variables=variables):
+            y, _ = bn.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats", "moments"])
+            return jnp.sum(jnp.tanh(y) * w)
+
+        outs.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(variables["params"], x))
+    for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
