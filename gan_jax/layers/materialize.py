@@ -19,8 +19,8 @@ Derivatives of every order are exactly the identity's: the tangent passes throug
 by the same (primal) divisor, which stores the cotangent in the backward pass the same way. `forward=False` leaves
 the value itself untouched and stores only the cotangent: for the input of a batch normalization that follows a
 convolution (DCGAN), whose input gradient is batch-statistics arithmetic that XLA:CPU would otherwise fuse into the
-transposing copy that the convolution's weight gradient makes of it (DCGAN's default step: 0.69-0.73 steps/s
-without, 0.77-0.78 with, on a 2-core CPU; `benchmarks/step_speed.py --no-torch`).
+transposing copy that the convolution's weight gradient makes of it (DCGAN's default step on a 2-core CPU, runs
+alternating with the code before: 0.73-0.76 steps/s without, 0.76-0.77 with; `benchmarks/step_speed.py --no-torch`).
 
 Only the CPU backend needs this; elsewhere `materialize` returns its input untouched.
 """
