@@ -273,8 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         if grids:
             shutil.copyfile(grids[-1], os.path.join(args.out_dir, f"{name}_{slug(row)}.png"))
     result["wall_s_this_invocation"] = round(time.perf_counter() - t0, 1)
-    with open(os.path.join(args.out_dir, name + ".json"), "w") as f:
-        json.dump(result, f, indent=1)
+    fileio.write_json(os.path.join(args.out_dir, name + ".json"), result)
     shortened = [r for r in result["rows"] if r["steps"] != r["protocol_steps"]]
     header = (
         f"{args.table}: {table.protocol}. "

@@ -125,9 +125,10 @@ def _resume(runs: SeedRuns, checkpoints: Checkpoints, abstract: Any, seconds: di
         return 0.0
     runs.states = restored
     step = int(np.asarray(restored.step)[0])
-    runs.train_s = float(seconds.get(str(step), {}).get("train_s", 0.0))
+    spent = seconds.get(str(step), {})
+    runs.train_s = float(spent.get("train_s", 0.0))
     print(f"  resumed from step {step} ({checkpoints.directory})", file=sys.stderr, flush=True)
-    return float(seconds.get(str(step), {}).get("wall_s", 0.0))
+    return float(spent.get("wall_s", 0.0))
 
 
 def run_row(
@@ -332,8 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({k: v for k, v in public.items() if k != "per_seed"}), flush=True)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     base = os.path.join(args.out_dir, args.name)
-    with open(base + ".json", "w") as f:
-        json.dump(result, f, indent=1)
+    fileio.write_json(base + ".json", result)
     header = (
         f"2-D mixtures, PacGAN protocol: {args.epochs:g} epochs of 1,000 updates, {args.seeds} seeds, "
         f"{args.num_samples} samples per seed; mean ± standard error over seeds. "
