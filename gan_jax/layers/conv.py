@@ -28,9 +28,17 @@ On the fast path every convolution's input also goes through `materialize` (mate
 stops XLA:CPU from recomputing the previous layer's elementwise arithmetic inside the batch/channel transpose it makes
 for the weight gradient (such a fused transpose runs about 3.5x slower than a copy of the stored activation).
 
-Layout: activations are NHWC, kernels HWIO `(kh, kw, in, out)`. `impl="auto"` picks "fast" on the CPU backend and
-"xla" (the plain `lax.conv_general_dilated` formulation, which GPUs and TPUs run well) elsewhere, at trace time.
-`set_conv_impl` / `conv_impl` override "auto" process-wide, e.g. to benchmark or test one path.
+A third formulation, "onednn" (onednn.py), leaves XLA's convolution kernel out: every convolution (but those of an
+image, at most 16 input channels, where the merged form above is faster), its input gradient (which is also the
+transposed convolution) and its weight gradient run as oneDNN's primitives, the
+kernels PyTorch uses on CPUs, called from the compiled program through XLA's FFI. XLA:CPU's own kernel runs the large
+strided layers about 20% slower than oneDNN's, and those layers are most of a GAN step. It needs a library that gan_jax
+compiles once per machine; where that cannot be done, "fast" is the CPU formulation.
+
+Layout: activations are NHWC, kernels HWIO `(kh, kw, in, out)`. `impl="auto"` picks "onednn" on the CPU backend
+(or "fast" without the library) and "xla" (the plain `lax.conv_general_dilated` formulation, which GPUs and TPUs run
+well) elsewhere, at trace time. `set_conv_impl` / `conv_impl` override "auto" process-wide, e.g. to benchmark or
+test one path. Every formulation has the same parameters, so checkpoints move between them.
 """
 
 from __future__ import annotations
@@ -46,12 +54,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from gan_jax.layers import onednn
 from gan_jax.layers.materialize import materialize
 
 Array = jax.Array
 Padding1D = tuple[int, int]
 
-_IMPLS = ("auto", "xla", "fast")
+_IMPLS = ("auto", "xla", "fast", "onednn")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _override: str | None = None
 
@@ -77,10 +86,10 @@ def _check_impl(impl: str) -> None:
 
 
 def set_conv_impl(impl: str | None) -> None:
-    """Sets what `impl="auto"` means process-wide: "xla", "fast", or "auto"/None for the backend default.
+    """Sets what `impl="auto"` means process-wide: "xla", "fast", "onednn", or "auto"/None for the backend default.
 
     The choice is read when a function is traced, so set it before `jax.jit` traces the model: a function that was
-    already compiled keeps the formulation it was traced with. Explicit `impl="xla"`/`"fast"` arguments win over it.
+    already compiled keeps the formulation it was traced with. Explicit `impl=` arguments win over it.
     """
     global _override
     if impl is not None:
@@ -89,7 +98,7 @@ def set_conv_impl(impl: str | None) -> None:
 
 
 def get_conv_impl() -> str:
-    """The process-wide setting made by `set_conv_impl` / `conv_impl`: "xla", "fast" or "auto"."""
+    """The process-wide setting made by `set_conv_impl` / `conv_impl`: "xla", "fast", "onednn" or "auto"."""
     return _override or "auto"
 
 
@@ -104,12 +113,24 @@ def conv_impl(impl: str | None) -> Iterator[None]:
         set_conv_impl(previous)
 
 
-def resolve_conv_impl(impl: str = "auto") -> Literal["xla", "fast"]:
-    """The formulation `impl` stands for now: an explicit choice, else the override, else "fast" only on CPU."""
+def resolve_conv_impl(impl: str = "auto") -> Literal["xla", "fast", "onednn"]:
+    """The formulation `impl` stands for now: an explicit choice, else the override, else the backend's default:
+    on CPU "onednn" where its library is available (`onednn.available()`) and "fast" where not, elsewhere "xla".
+
+    An explicit "onednn" that cannot be used (another backend, or no library) is an error, not a silent fallback."""
     _check_impl(impl)
     if impl == "auto":
-        impl = _override or ("fast" if jax.default_backend() == "cpu" else "xla")
-    return "fast" if impl == "fast" else "xla"
+        impl = _override or "auto"
+    if impl == "auto":
+        if jax.default_backend() != "cpu":
+            return "xla"
+        return "onednn" if onednn.available() else "fast"
+    if impl == "onednn" and (jax.default_backend() != "cpu" or not onednn.available()):
+        raise ValueError(
+            f"conv impl 'onednn' needs the CPU backend and gan_jax's oneDNN library (backend: {jax.default_backend()}, "
+            f"library available: {jax.default_backend() == 'cpu' and onednn.available()}; see gan_jax/layers/onednn.py)"
+        )
+    return impl
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -384,12 +405,17 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, impl: str
     PyTorch correspondence (x_nchw = x.permute(0, 3, 1, 2)): equal to `torch.nn.functional.conv2d(x_nchw, w,
     stride=stride, padding=padding)` with `w = kernel.permute(3, 2, 0, 1)`, PyTorch's Conv2d weight being
     (out, in, kh, kw); to copy a PyTorch weight use `kernel = w.permute(2, 3, 1, 0)`. No bias here.
-    `impl`: "xla", "fast" or "auto" (see the module docstring).
+    `impl`: "xla", "fast", "onednn" or "auto" (see the module docstring).
     """
     _check_args(x, kernel, stride, padding)
     x, kernel = _promote(x, kernel)
-    if resolve_conv_impl(impl) == "xla":
+    impl = resolve_conv_impl(impl)
+    if impl == "xla":
         return _conv(x, kernel, stride, [(padding, padding)] * 2)
+    if impl == "onednn" and x.dtype == jnp.float32 and x.shape[3] > _MERGE_MAX_CHANNELS:
+        # An image input (few channels) stays on the XLA path, whose merged form is faster there (DCGAN's first
+        # layer, forward and both gradients at batch 128: 9.7 ms against 15.2 with oneDNN; benchmarks/conv_speed.py).
+        return onednn.conv(x, kernel, stride, padding)
     x = materialize(x)
     if stride == 1:
         # Stride 1 needs nothing else: its input gradient is a stride-1 convolution too.
@@ -411,17 +437,28 @@ def conv_transpose2d(
     PyTorch's ConvTranspose2d weight being (in, out, kh, kw); to copy a PyTorch weight use
     `kernel = w.permute(2, 3, 0, 1)` as well (the permutation is its own inverse). Neither side flips the kernel.
     `output_padding` adds rows/columns at the bottom/right and must be smaller than `stride`, as in PyTorch.
-    `impl`: "xla", "fast" or "auto" (see the module docstring).
+    `impl`: "xla", "fast", "onednn" or "auto" (see the module docstring).
     """
     _check_args(x, kernel, stride, padding)
     if not 0 <= output_padding < stride:
         raise ValueError(f"output_padding must be in [0, stride), got {output_padding} with stride {stride}")
     x, kernel = _promote(x, kernel)
-    if resolve_conv_impl(impl) == "xla":
+    impl = resolve_conv_impl(impl)
+    if impl == "xla":
         return _conv_transpose_xla(x, kernel, stride, padding, output_padding)
-    x = materialize(x)
     if x.shape[1] == 1 and x.shape[2] == 1:
-        return _conv_transpose_from_1x1(x, kernel, padding, output_padding)
+        return _conv_transpose_from_1x1(materialize(x), kernel, padding, output_padding)
+    if impl == "onednn" and x.dtype == jnp.float32:
+        n, h, w, _ = x.shape
+        kh, kw, _, cout = kernel.shape
+        out_shape = (
+            n,
+            (h - 1) * stride - 2 * padding + kh + output_padding,
+            (w - 1) * stride - 2 * padding + kw + output_padding,
+            cout,
+        )
+        return onednn.conv_backward_data(x, kernel.swapaxes(2, 3), stride, padding, out_shape)
+    x = materialize(x)
     if stride == 1:
         # A stride-1 transposed convolution is a plain convolution with the flipped kernel: no dilation anywhere.
         return _conv_transpose_xla(x, kernel, 1, padding, output_padding)

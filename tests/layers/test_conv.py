@@ -79,7 +79,12 @@ REFERENCE_CONV_T = [  # (kernel, stride, padding, output_padding, H, W)
 ]
 
 
-@pytest.mark.parametrize("impl", ["xla", "fast"])
+# The CPU formulations; "onednn" needs gan_jax's oneDNN library, which every CPU install builds (test_onednn.py
+# checks that it did), so it is tested wherever the backend is the CPU.
+CPU_IMPLS = ["fast", "onednn"] if jax.default_backend() == "cpu" else ["fast"]
+
+
+@pytest.mark.parametrize("impl", ["xla", *CPU_IMPLS])
 @pytest.mark.parametrize("k,s,p,h,w", REFERENCE_CONV)
 def test_conv2d_matches_numpy(k: int, s: int, p: int, h: int, w: int, impl: str) -> None:
     x, kern = _rand(0, (2, h, w, 3)), _rand(1, (k, k, 3, 4))
@@ -89,7 +94,7 @@ def test_conv2d_matches_numpy(k: int, s: int, p: int, h: int, w: int, impl: str)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["xla", "fast"])
+@pytest.mark.parametrize("impl", ["xla", *CPU_IMPLS])
 @pytest.mark.parametrize("k,s,p,op,h,w", REFERENCE_CONV_T)
 def test_conv_transpose2d_matches_numpy(k: int, s: int, p: int, op: int, h: int, w: int, impl: str) -> None:
     x, kern = _rand(2, (2, h, w, 3)), _rand(3, (k, k, 3, 4))
@@ -99,11 +104,12 @@ def test_conv_transpose2d_matches_numpy(k: int, s: int, p: int, op: int, h: int,
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_transpose2d_is_adjoint_of_conv2d() -> None:
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_conv_transpose2d_is_adjoint_of_conv2d(impl: str) -> None:
     """<conv_transpose2d(y, K), x> == <y, conv2d(x, K viewed (kh, kw, out, in))>: the documented definition."""
     x, y, kern = _rand(4, (2, 9, 9, 5)), _rand(5, (2, 4, 4, 6)), _rand(6, (4, 4, 6, 5))
-    lhs = jnp.vdot(conv_transpose2d(jnp.asarray(y), jnp.asarray(kern), 2, 1, 1, impl="fast"), x)
-    rhs = jnp.vdot(jnp.asarray(y), conv2d(jnp.asarray(x), jnp.asarray(kern).swapaxes(2, 3), 2, 1, impl="fast"))
+    lhs = jnp.vdot(conv_transpose2d(jnp.asarray(y), jnp.asarray(kern), 2, 1, 1, impl=impl), x)
+    rhs = jnp.vdot(jnp.asarray(y), conv2d(jnp.asarray(x), jnp.asarray(kern).swapaxes(2, 3), 2, 1, impl=impl))
     np.testing.assert_allclose(float(lhs), float(rhs), rtol=1e-5)
 
 
@@ -136,18 +142,17 @@ def _assert_fast_matches_xla(op, x: np.ndarray, kern: np.ndarray) -> None:
     cotangent = jnp.asarray(_rand(99, out.shape))
 
     @jax.jit
-    def both(x: jax.Array, kern: jax.Array):
-        return [_value_and_grads(op, x, kern, cotangent, impl) for impl in ("xla", "fast")]
+    def all_impls(x: jax.Array, kern: jax.Array):
+        return [_value_and_grads(op, x, kern, cotangent, impl) for impl in ("xla", *CPU_IMPLS)]
 
-    (y_xla, g_xla), (y_fast, g_fast) = both(x, kern)
-    for name, want, got in [
-        ("output", y_xla, y_fast),
-        ("d/dx", g_xla[0], g_fast[0]),
-        ("d/dkernel", g_xla[1], g_fast[1]),
-    ]:
-        assert got.shape == want.shape, name
-        scale = max(1.0, float(jnp.abs(want).max()))
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+    (y_xla, g_xla), *others = all_impls(x, kern)
+    for impl, (y, g) in zip(CPU_IMPLS, others):
+        for name, want, got in [("output", y_xla, y), ("d/dx", g_xla[0], g[0]), ("d/dkernel", g_xla[1], g[1])]:
+            assert got.shape == want.shape, (impl, name)
+            scale = max(1.0, float(jnp.abs(want).max()))
+            np.testing.assert_allclose(
+                np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5 * scale, err_msg=f"{impl} {name}"
+            )
 
 
 @pytest.mark.parametrize("case", range(len(CONV_CASES)), ids=[f"k{k}s{s}p{p}" for k, s, p in CONV_CASES])
@@ -174,8 +179,10 @@ def test_conv_transpose2d_from_1x1_fast_matches_xla(cin: int, cout: int, s: int,
     _assert_fast_matches_xla(lambda x, kern, impl: conv_transpose2d(x, kern, s, p, op, impl=impl), x, kern)
 
 
-def test_forward_mode_and_second_order() -> None:
-    """custom_jvp keeps jax.jvp and grad-of-grad (gradient penalties) exact, not just reverse mode."""
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_forward_mode_and_second_order(impl: str) -> None:
+    """jax.jvp and grad-of-grad (gradient penalties) are exact, not just reverse mode: "fast" through its custom_jvp
+    rules, "onednn" through its primitives' bilinear derivative rules."""
     x, kern = jnp.asarray(_rand(9, (2, 8, 8, 20))), jnp.asarray(_rand(10, (4, 4, 20, 6), 0.05))
     x_dot, kern_dot = jnp.asarray(_rand(11, x.shape)), jnp.asarray(_rand(12, kern.shape))
 
@@ -184,7 +191,7 @@ def test_forward_mode_and_second_order() -> None:
         ops = [functools.partial(conv2d, stride=2, padding=1), functools.partial(conv_transpose2d, stride=2, padding=1)]
         return [jax.jvp(functools.partial(op, impl=impl), (x, kern), (x_dot, kern_dot))[1] for op in ops]
 
-    for want, got in zip(jvps("xla"), jvps("fast")):
+    for want, got in zip(jvps("xla"), jvps(impl)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
 
     @functools.partial(jax.jit, static_argnums=1)
@@ -195,13 +202,15 @@ def test_forward_mode_and_second_order() -> None:
 
         return jax.grad(penalty)(kern)
 
-    want, got = penalty_grad(kern, "xla"), penalty_grad(kern, "fast")
+    want, got = penalty_grad(kern, "xla"), penalty_grad(kern, impl)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("transposed", [False, True])
-def test_bfloat16(transposed: bool) -> None:
-    """bfloat16 in, bfloat16 out and gradients, within bfloat16 rounding of the float32 plain formulation."""
+def test_bfloat16(transposed: bool, impl: str) -> None:
+    """bfloat16 in, bfloat16 out and gradients, within bfloat16 rounding of the float32 plain formulation ("onednn"
+    takes the "fast" path for bfloat16)."""
     x, kern = _rand(13, (2, 8, 8, 20)), _rand(14, (4, 4, 20, 24), 1 / (4 * np.sqrt(20)))
     op = functools.partial(conv_transpose2d if transposed else conv2d, stride=2, padding=1)
     cotangent = jnp.asarray(_rand(15, jax.eval_shape(op, x, kern).shape))
@@ -215,7 +224,7 @@ def test_bfloat16(transposed: bool) -> None:
         return op(x, kern, impl=impl), *jax.grad(loss, (0, 1))(x, kern)
 
     want = run(x, kern, "xla", jnp.float32)
-    got = run(x, kern, "fast", jnp.bfloat16)
+    got = run(x, kern, impl, jnp.bfloat16)
     for w, g in zip(want, got):
         assert g.dtype == jnp.bfloat16
         scale = float(jnp.abs(w).max())
@@ -318,13 +327,14 @@ def test_fast_conv_transposes_a_stored_input() -> None:
 def test_modules_have_the_same_params_whatever_the_impl(cls: type[nn.Module]) -> None:
     x = jnp.asarray(_rand(15, (2, 8, 8, 5)))
     trees = {}
-    for impl in ("xla", "fast", "auto"):
+    for impl in ("xla", "auto", *CPU_IMPLS):
         module = cls(7, 4, stride=2, padding=1, impl=impl)
         params = module.init(jax.random.key(0), x)
         trees[impl] = (jax.tree.map(lambda a: (a.shape, a.dtype), params), module.apply(params, x))
-    assert trees["xla"][0] == trees["fast"][0] == trees["auto"][0]
     assert trees["xla"][0] == {"params": {"kernel": ((4, 4, 5, 7), jnp.float32), "bias": ((7,), jnp.float32)}}
-    np.testing.assert_allclose(np.asarray(trees["fast"][1]), np.asarray(trees["xla"][1]), rtol=1e-5, atol=1e-5)
+    for impl in ("auto", *CPU_IMPLS):
+        assert trees[impl][0] == trees["xla"][0], impl
+        np.testing.assert_allclose(np.asarray(trees[impl][1]), np.asarray(trees["xla"][1]), rtol=1e-5, atol=1e-5)
 
 
 def test_module_options() -> None:
@@ -338,7 +348,7 @@ def test_module_options() -> None:
 
 
 def test_impl_selection() -> None:
-    default = "fast" if jax.default_backend() == "cpu" else "xla"
+    default = "onednn" if jax.default_backend() == "cpu" else "xla"
     assert get_conv_impl() == "auto" and resolve_conv_impl() == default
     with conv_impl("xla"):
         assert get_conv_impl() == "xla"

@@ -1,0 +1,157 @@
+// oneDNN 2-D convolutions for XLA:CPU, as XLA FFI handlers (see gan_jax/layers/onednn.py for why and how).
+//
+// Three handlers, one per oneDNN primitive, all float32 with NHWC activations and HWIO kernels, symmetric zero padding
+// and equal strides on both axes:
+//   GanJaxOnednnConvFwd        y  = conv(x, w)                 args (x, w)   -> y
+//   GanJaxOnednnConvBwdData    dx = conv_backward_data(dy, w)  args (dy, w)  -> dx  (dx's shape is the result's)
+//   GanJaxOnednnConvBwdWeights dw = conv_backward_weights(x, dy) args (x, dy) -> dw
+// Primitives are created once per shape and cached. Kernels are reordered to the primitive's preferred (blocked)
+// layout at every call, which costs little next to the convolution. Scratchpads are the caller thread's own, so
+// XLA may run the same primitive from two threads at once.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+
+dnnl::engine& Engine() {
+  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+struct Key {
+  int kind;
+  int64_t n, h, w, c, kh, kw, o, oh, ow, stride, pad;
+  auto tie() const { return std::tie(kind, n, h, w, c, kh, kw, o, oh, ow, stride, pad); }
+  bool operator<(const Key& other) const { return tie() < other.tie(); }
+};
+
+struct Entry {
+  dnnl::primitive primitive;
+  dnnl::primitive kernel_reorder;  // plain HWIO -> the primitive's layout (fwd, bwd data), or back (bwd weights)
+  memory::desc kernel_md, scratchpad_md;
+  bool reorder = false;
+};
+
+memory::desc Src(const Key& k) { return memory::desc({k.n, k.c, k.h, k.w}, dt::f32, tag::nhwc); }
+memory::desc Dst(const Key& k) { return memory::desc({k.n, k.o, k.oh, k.ow}, dt::f32, tag::nhwc); }
+memory::desc Kernel(const Key& k, tag t) { return memory::desc({k.o, k.c, k.kh, k.kw}, dt::f32, t); }
+
+std::shared_ptr<Entry> Lookup(const Key& k) {
+  static std::mutex mu;
+  static auto* cache = new std::map<Key, std::shared_ptr<Entry>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(k);
+  if (it != cache->end()) return it->second;
+
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const memory::dims strides = {k.stride, k.stride}, pads = {k.pad, k.pad};
+  const auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fwd(Engine(), dnnl::prop_kind::forward_training, algo, Src(k),
+                                                Kernel(k, tag::any), Dst(k), strides, pads, pads, attr);
+  auto entry = std::make_shared<Entry>();
+  if (k.kind == kFwd) {
+    entry->primitive = dnnl::convolution_forward(fwd);
+    entry->kernel_md = fwd.weights_desc();
+    entry->scratchpad_md = fwd.scratchpad_desc();
+  } else if (k.kind == kBwdData) {
+    dnnl::convolution_backward_data::primitive_desc pd(Engine(), algo, Src(k), Kernel(k, tag::any), Dst(k), strides,
+                                                       pads, pads, fwd, attr);
+    entry->primitive = dnnl::convolution_backward_data(pd);
+    entry->kernel_md = pd.weights_desc();
+    entry->scratchpad_md = pd.scratchpad_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(Engine(), algo, Src(k), Kernel(k, tag::any), Dst(k),
+                                                          strides, pads, pads, fwd, attr);
+    entry->primitive = dnnl::convolution_backward_weights(pd);
+    entry->kernel_md = pd.diff_weights_desc();
+    entry->scratchpad_md = pd.scratchpad_desc();
+  }
+  const memory::desc plain = Kernel(k, tag::hwio);
+  entry->reorder = entry->kernel_md != plain;
+  if (entry->reorder) {
+    const bool to_plain = k.kind == kBwdWeights;
+    entry->kernel_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
+        Engine(), to_plain ? entry->kernel_md : plain, Engine(), to_plain ? plain : entry->kernel_md));
+  }
+  (*cache)[k] = entry;
+  return entry;
+}
+
+// Per-thread scratch buffers, grown as needed and kept: no allocation per call once warm.
+void* Buffer(int slot, size_t bytes) {
+  thread_local std::vector<char> buffers[2];
+  if (buffers[slot].size() < bytes) buffers[slot].resize(bytes);
+  return buffers[slot].data();
+}
+
+ffi::Error Run(const Key& k, float* x, float* w, float* y) {
+  std::shared_ptr<Entry> e;
+  try {
+    e = Lookup(k);
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN convolution: ") + err.what());
+  }
+  dnnl::stream stream(Engine());
+  memory src(Src(k), Engine(), x), dst(Dst(k), Engine(), y), plain(Kernel(k, tag::hwio), Engine(), w);
+  memory kernel = e->reorder ? memory(e->kernel_md, Engine(), Buffer(0, e->kernel_md.get_size())) : plain;
+  memory scratch(e->scratchpad_md, Engine(), Buffer(1, e->scratchpad_md.get_size()));
+  if (e->reorder && k.kind != kBwdWeights) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, kernel}});
+  if (k.kind == kFwd) {
+    e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else if (k.kind == kBwdData) {
+    e->primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DIFF_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else {
+    e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, kernel}, {DNNL_ARG_DIFF_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+    if (e->reorder) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, kernel}, {DNNL_ARG_TO, plain}});
+  }
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+Key MakeKey(int kind, ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
+            int64_t stride, int64_t pad) {
+  return {kind, x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], stride, pad};
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Result = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error Fwd(F32 x, F32 w, F32Result y, int64_t stride, int64_t pad) {
+  return Run(MakeKey(kFwd, x.dimensions(), w.dimensions(), y->dimensions(), stride, pad), x.typed_data(),
+             w.typed_data(), y->typed_data());
+}
+
+ffi::Error BwdData(F32 dy, F32 w, F32Result dx, int64_t stride, int64_t pad) {
+  return Run(MakeKey(kBwdData, dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pad), dx->typed_data(),
+             w.typed_data(), dy.typed_data());
+}
+
+ffi::Error BwdWeights(F32 x, F32 dy, F32Result dw, int64_t stride, int64_t pad) {
+  return Run(MakeKey(kBwdWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), stride, pad), x.typed_data(),
+             dw->typed_data(), dy.typed_data());
+}
+
+}  // namespace
+
+#define GAN_JAX_BIND ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("stride").Attr<int64_t>("pad")
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvFwd, Fwd, GAN_JAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdData, BwdData, GAN_JAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdWeights, BwdWeights, GAN_JAX_BIND);

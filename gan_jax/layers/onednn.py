@@ -1,0 +1,269 @@
+"""oneDNN's convolution kernels inside XLA:CPU programs, as three JAX primitives.
+
+Why: on a CPU a GAN step is almost all convolution, and XLA:CPU's own convolution kernel (Eigen's) runs the large
+strided layers about 20% slower than oneDNN, the library PyTorch uses (DCGAN's 16x16x128 -> 8x8x256 layer: 185 against
+233 GFLOP/s on a 2-core AVX-512 CPU, `benchmarks/conv_speed.py`). XLA has a oneDNN convolution rewrite, but jaxlib's
+wheels are built without it. So gan_jax compiles a small C++ file (`csrc/onednn_conv.cc`) against the oneDNN wheel
+(`onednn-cpu-gomp`, GNU OpenMP threading) and JAX's FFI headers, once per machine into the cache directory
+(`env.compilation_cache_dir`'s parent), and calls it from compiled programs with `jax.ffi`.
+
+The three primitives are oneDNN's three convolution primitives, each bilinear in its two operands:
+  conv(x, w)                  the forward convolution (PyTorch `conv2d` semantics, NHWC / HWIO)
+  conv_backward_data(dy, w)   its input gradient, which is also the transposed convolution
+  conv_backward_weights(x, dy) its kernel gradient
+Each one's derivative with respect to either operand is one of the three again (the same pairs of bilinear identities
+that `lax.conv_general_dilated` uses), so reverse and forward mode, to any order (gradient penalties), never leave
+oneDNN. Under `vmap` they fall back to the plain XLA formulation.
+
+`available()` says whether the library could be built and loaded; `conv.py` uses these primitives on the CPU backend
+when it is (impl "onednn", the CPU default), and the XLA "fast" formulation otherwise. `GAN_JAX_ONEDNN=0` turns them
+off. Only float32 is supported; other dtypes take the XLA path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from gan_jax import env
+
+Array = jax.Array
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_conv.cc")
+_TARGETS = {
+    "fwd": "GanJaxOnednnConvFwd",
+    "bwd_data": "GanJaxOnednnConvBwdData",
+    "bwd_weights": "GanJaxOnednnConvBwdWeights",
+}
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Building and loading the library.
+
+
+def _dirs() -> tuple[str, str, str]:
+    """(oneDNN include dir, oneDNN lib dir, JAX FFI include dir) of this Python environment."""
+    import jaxlib
+
+    return (
+        os.path.join(sys.prefix, "include"),
+        os.path.join(sys.prefix, "lib"),
+        os.path.join(os.path.dirname(jaxlib.__file__), "include"),
+    )
+
+
+def library_path() -> str:
+    """Where the compiled library for this source, jaxlib and environment lives (built there on first use)."""
+    import jaxlib.version
+
+    with open(_SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + jaxlib.version.__version__.encode() + sys.prefix.encode()).hexdigest()
+    root = os.path.dirname(env.compilation_cache_dir())
+    return os.path.join(root, "onednn", f"onednn_conv-{digest[:16]}.so")
+
+
+def _build(path: str) -> None:
+    include, lib, ffi_include = _dirs()
+    if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+        raise RuntimeError(f"oneDNN headers not found under {include}: pip install onednn-devel-cpu-gomp")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    os.close(fd)
+    cmd = [
+        os.environ.get("CXX", "g++"),
+        "-O2",
+        "-std=c++17",
+        "-shared",
+        "-fPIC",
+        f"-I{include}",
+        f"-I{ffi_include}",
+        _SOURCE,
+        f"-L{lib}",
+        "-ldnnl",
+        f"-Wl,-rpath,{lib}",
+        "-o",
+        tmp,
+    ]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {_SOURCE} failed:\n{' '.join(cmd)}\n{result.stderr[-2000:]}")
+        os.replace(tmp, path)  # atomic: concurrent builders (test workers) each install a complete file
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+_registered: list[str] = []  # the library whose handlers JAX calls (registered once per process)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the oneDNN primitives can be used: built (or found), loaded and registered with JAX, on a CPU backend.
+
+    Failure is not an error: the reason is logged once and the XLA formulation is used instead."""
+    if os.environ.get("GAN_JAX_ONEDNN", "1") == "0":
+        return False
+    try:
+        path = library_path()
+        if not os.path.exists(path):
+            _build(path)
+        if not _registered:
+            library = ctypes.cdll.LoadLibrary(path)
+            for target in _TARGETS.values():
+                jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
+            _registered.append(path)
+    except (OSError, RuntimeError, AttributeError) as e:
+        logging.warning("gan_jax: oneDNN convolutions unavailable, using XLA's (%s)", e)
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The primitives.
+
+
+def _out_hw(h: int, k: int, stride: int, padding: int) -> int:
+    return (h + 2 * padding - k) // stride + 1
+
+
+conv_p = Primitive("gan_jax_onednn_conv")
+conv_backward_data_p = Primitive("gan_jax_onednn_conv_backward_data")
+conv_backward_weights_p = Primitive("gan_jax_onednn_conv_backward_weights")
+
+
+def conv(x: Array, w: Array, stride: int, padding: int) -> Array:
+    """y = conv2d(x, w): NHWC float32 `x`, HWIO float32 `w`, the same stride and zero padding on both axes."""
+    return conv_p.bind(x, w, stride=stride, padding=padding)
+
+
+def conv_backward_data(dy: Array, w: Array, stride: int, padding: int, x_shape: tuple[int, ...]) -> Array:
+    """The input gradient of `conv` for an input of `x_shape`; also the transposed convolution of `dy`."""
+    return conv_backward_data_p.bind(dy, w, stride=stride, padding=padding, shape=tuple(x_shape))
+
+
+def conv_backward_weights(x: Array, dy: Array, stride: int, padding: int, w_shape: tuple[int, ...]) -> Array:
+    """The kernel gradient of `conv` for a kernel of `w_shape`."""
+    return conv_backward_weights_p.bind(x, dy, stride=stride, padding=padding, shape=tuple(w_shape))
+
+
+def _conv_abstract(x, w, *, stride, padding):
+    n, h, wd, _ = x.shape
+    kh, kw, _, o = w.shape
+    return jax.core.ShapedArray((n, _out_hw(h, kh, stride, padding), _out_hw(wd, kw, stride, padding), o), x.dtype)
+
+
+def _shaped(a, b, *, shape, **_):
+    return jax.core.ShapedArray(shape, a.dtype)
+
+
+conv_p.def_abstract_eval(_conv_abstract)
+conv_backward_data_p.def_abstract_eval(_shaped)
+conv_backward_weights_p.def_abstract_eval(_shaped)
+
+
+def _ffi_rule(target: str):
+    lower = jax.ffi.ffi_lowering(target)
+
+    def rule(ctx, a, b, *, stride, padding, shape=None):
+        del shape  # the result's shape is in ctx.avals_out
+        return lower(ctx, a, b, stride=np.int64(stride), pad=np.int64(padding))
+
+    return rule
+
+
+mlir.register_lowering(conv_p, _ffi_rule(_TARGETS["fwd"]), platform="cpu")
+mlir.register_lowering(conv_backward_data_p, _ffi_rule(_TARGETS["bwd_data"]), platform="cpu")
+mlir.register_lowering(conv_backward_weights_p, _ffi_rule(_TARGETS["bwd_weights"]), platform="cpu")
+
+
+def _xla_conv(x, w, stride, padding):
+    pads = [(padding, padding)] * 2
+    return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _eager(prim: Primitive):
+    """Outside `jit`, run the primitive as a one-op compiled program (the lowering above)."""
+    compiled = jax.jit(lambda a, b, **kw: prim.bind(a, b, **kw), static_argnames=("stride", "padding", "shape"))
+    prim.def_impl(lambda a, b, **kw: compiled(a, b, **kw))
+
+
+for _p in (conv_p, conv_backward_data_p, conv_backward_weights_p):
+    _eager(_p)
+
+
+# Derivatives. Writing <a, b> for the sum of elementwise products, with y = conv(x, w):
+#   <conv(x, w), g> = <x, conv_backward_data(g, w)> = <w, conv_backward_weights(x, g)>,
+# from which each primitive's transpose with respect to either operand is another of the three.
+
+
+def _aval_shape(a) -> tuple[int, ...]:
+    return tuple(a.aval.shape)
+
+
+def _conv_t_x(ct, x, w, *, stride, padding):
+    return conv_backward_data(ct, w, stride, padding, _aval_shape(x))
+
+
+def _conv_t_w(ct, x, w, *, stride, padding):
+    return conv_backward_weights(x, ct, stride, padding, _aval_shape(w))
+
+
+def _bwd_data_t_dy(ct, dy, w, *, stride, padding, shape):
+    return conv(ct, w, stride, padding)
+
+
+def _bwd_data_t_w(ct, dy, w, *, stride, padding, shape):
+    return conv_backward_weights(ct, dy, stride, padding, _aval_shape(w))
+
+
+def _bwd_weights_t_x(ct, x, dy, *, stride, padding, shape):
+    return conv_backward_data(dy, ct, stride, padding, _aval_shape(x))
+
+
+def _bwd_weights_t_dy(ct, x, dy, *, stride, padding, shape):
+    return conv(x, ct, stride, padding)
+
+
+ad.defbilinear(conv_p, _conv_t_x, _conv_t_w)
+ad.defbilinear(conv_backward_data_p, _bwd_data_t_dy, _bwd_data_t_w)
+ad.defbilinear(conv_backward_weights_p, _bwd_weights_t_x, _bwd_weights_t_dy)
+
+
+# vmap: the plain XLA formulation of each primitive, vmapped (correct; speed is not the point there).
+
+
+def _xla_form(prim: Primitive, a, b, *, stride, padding, shape=None):
+    if prim is conv_p:
+        return _xla_conv(a, b, stride, padding)
+    if prim is conv_backward_data_p:
+        x0 = jnp.zeros(shape, a.dtype)
+        return jax.vjp(lambda x: _xla_conv(x, b, stride, padding), x0)[1](a)[0]
+    w0 = jnp.zeros(shape, a.dtype)
+    return jax.vjp(lambda w: _xla_conv(a, w, stride, padding), w0)[1](b)[0]
+
+
+def _batch_rule(prim: Primitive):
+    def rule(args, dims, **params):
+        in_axes = tuple(d if isinstance(d, int) else None for d in dims)  # an unmapped operand has no int axis
+        return jax.vmap(functools.partial(_xla_form, prim, **params), in_axes=in_axes)(*args), 0
+
+    return rule
+
+
+for _p in (conv_p, conv_backward_data_p, conv_backward_weights_p):
+    batching.primitive_batchers[_p] = _batch_rule(_p)
