@@ -117,15 +117,20 @@ def slug(name: str) -> str:
 
 
 def row_config(table: Table, row: str, seed: int, steps: int = 0, num_samples: int = 0, overrides: dict | None = None):
-    """The table's config with the row's changes for `seed`; `steps` / `num_samples` > 0 shorten training / scoring;
-    `overrides` (flattened keys, from --set) change anything else and are applied first."""
+    """The table's config with the row's changes for `seed`; `steps` / `num_samples` > 0 shorten training / scoring.
+
+    `overrides` (flattened keys, from --set) are applied before the row's changes, so a packed row still multiplies an
+    overridden batch size, and again after them for the keys the row sets itself: what the user sets explicitly wins
+    (a one-hour row trained for fewer steps, with its decay moved to match)."""
+    overrides = overrides or {}
     config = load_config(str(ROOT / table.config))
-    config.update_from_flattened_dict(overrides or {})
+    config.update_from_flattened_dict(overrides)
     changes = dict(table.rows[row])
     m = changes.pop("pack", 1)
     config.pack = m
     config.batch_size *= m
     config.update_from_flattened_dict(changes)
+    config.update_from_flattened_dict({k: v for k, v in overrides.items() if k in changes})
     config.seed = seed
     if steps:
         config.num_train_steps = steps

@@ -49,6 +49,21 @@ def test_protocol_configs(table):
         27_000,
     )
     assert (hour.lr_decay, hour.lr_decay_start, hour.lr_decay_final, hour.ema_decay) == ("linear", 13_500, 0.0, 0.999)
+    # An explicit --set wins over the row's own value; the rest of the row stays.
+    short = table.row_config(
+        table.TABLES["fid_mnist"],
+        "NS GAN (DCGAN-64) in one hour",
+        0,
+        overrides={"num_train_steps": 18_000, "lr_decay_start": 9_000, "optim.g.lr": 8e-4},
+    )
+    assert (short.num_train_steps, short.lr_decay_start, short.optim.g.lr, short.model.g_width) == (
+        18_000,
+        9_000,
+        8e-4,
+        64,
+    )
+    packed = table.row_config(table.TABLES["stacked_mnist"], "PacDCGAN2", 0, overrides={"batch_size": 32})
+    assert (packed.pack, packed.batch_size) == (2, 64)
 
 
 def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
