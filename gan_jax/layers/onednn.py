@@ -113,7 +113,8 @@ _registered: list[str] = []  # the library whose handlers JAX calls (registered 
 
 @functools.cache
 def available() -> bool:
-    """Whether the oneDNN primitives can be used: built (or found), loaded and registered with JAX, on a CPU backend.
+    """Whether the oneDNN primitives can be used: the library built (or found in the cache), loaded and registered
+    with JAX for the CPU platform (`conv.resolve_conv_impl` also checks that the backend is the CPU).
 
     Failure is not an error: the reason is logged once and the XLA formulation is used instead."""
     if os.environ.get("GAN_JAX_ONEDNN", "1") == "0":

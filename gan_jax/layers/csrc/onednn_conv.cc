@@ -92,11 +92,14 @@ std::shared_ptr<Entry> Lookup(const Key& k) {
   return entry;
 }
 
-// Per-thread scratch buffers, grown as needed and kept: no allocation per call once warm.
+// Per-thread scratch buffers, grown as needed and kept: no allocation per call once warm. 64-byte aligned, as
+// oneDNN's own allocations are.
 void* Buffer(int slot, size_t bytes) {
+  constexpr size_t kAlign = 64;
   thread_local std::vector<char> buffers[2];
-  if (buffers[slot].size() < bytes) buffers[slot].resize(bytes);
-  return buffers[slot].data();
+  if (buffers[slot].size() < bytes + kAlign) buffers[slot].resize(bytes + kAlign);
+  const auto address = reinterpret_cast<uintptr_t>(buffers[slot].data());
+  return reinterpret_cast<void*>((address + kAlign - 1) / kAlign * kAlign);
 }
 
 ffi::Error Run(const Key& k, float* x, float* w, float* y) {
