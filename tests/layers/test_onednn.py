@@ -151,3 +151,12 @@ def test_build_failure_is_reported_not_raised(tmp_path, monkeypatch: pytest.Monk
         monkeypatch.undo()
     assert "oneDNN convolutions unavailable" in caplog.text
     assert onednn.available()
+
+
+def test_a_failing_primitive_raises_in_python() -> None:
+    """oneDNN's failures come back as a JAX error with oneDNN's reason, never as an abort of the process."""
+    dy = jnp.ones((1, 5, 5, 4), jnp.float32)  # a 3x3 stride-1 unpadded convolution of 8x8 gives 6x6, not 5x5
+    with pytest.raises(Exception, match="oneDNN convolution"):
+        jax.block_until_ready(
+            jax.jit(onednn.conv_backward_data, static_argnums=(2, 3, 4))(dy, jnp.ones((3, 3, 2, 4)), 1, 0, (1, 8, 8, 2))
+        )

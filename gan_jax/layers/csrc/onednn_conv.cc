@@ -9,9 +9,11 @@
 // layout at every call, which costs little next to the convolution. Scratchpads are the caller thread's own, so
 // XLA may run the same primitive from two threads at once.
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -102,13 +104,9 @@ void* Buffer(int slot, size_t bytes) {
   return reinterpret_cast<void*>((address + kAlign - 1) / kAlign * kAlign);
 }
 
-ffi::Error Run(const Key& k, float* x, float* w, float* y) {
-  std::shared_ptr<Entry> e;
-  try {
-    e = Lookup(k);
-  } catch (const dnnl::error& err) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN convolution: ") + err.what());
-  }
+// Runs one convolution; oneDNN reports failures by throwing, which Run turns into an FFI error.
+void Execute(const Key& k, float* x, float* w, float* y) {
+  std::shared_ptr<Entry> e = Lookup(k);
   dnnl::stream stream(Engine());
   memory src(Src(k), Engine(), x), dst(Dst(k), Engine(), y), plain(Kernel(k, tag::hwio), Engine(), w);
   memory kernel = e->reorder ? memory(e->kernel_md, Engine(), Buffer(0, e->kernel_md.get_size())) : plain;
@@ -126,6 +124,18 @@ ffi::Error Run(const Key& k, float* x, float* w, float* y) {
     if (e->reorder) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, kernel}, {DNNL_ARG_TO, plain}});
   }
   stream.wait();
+}
+
+// An exception must not cross the FFI boundary (it would abort the process): every failure, in creating a primitive,
+// in allocating its buffers or in executing it, comes back to JAX as an error it raises in Python.
+ffi::Error Run(const Key& k, float* x, float* w, float* y) {
+  try {
+    Execute(k, x, w, y);
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN convolution: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + err.what());
+  }
   return ffi::Error::Success();
 }
 
