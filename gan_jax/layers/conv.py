@@ -125,11 +125,14 @@ def resolve_conv_impl(impl: str = "auto") -> Literal["xla", "fast", "onednn"]:
         if jax.default_backend() != "cpu":
             return "xla"
         return "onednn" if onednn.available() else "fast"
-    if impl == "onednn" and (jax.default_backend() != "cpu" or not onednn.available()):
-        raise ValueError(
-            f"conv impl 'onednn' needs the CPU backend and gan_jax's oneDNN library (backend: {jax.default_backend()}, "
-            f"library available: {jax.default_backend() == 'cpu' and onednn.available()}; see gan_jax/layers/onednn.py)"
-        )
+    if impl == "onednn":
+        backend = jax.default_backend()
+        available = backend == "cpu" and onednn.available()
+        if not available:
+            raise ValueError(
+                f"conv impl 'onednn' needs the CPU backend and gan_jax's oneDNN library (backend: {backend}, "
+                f"library available: {available}; see gan_jax/layers/onednn.py)"
+            )
     return impl
 
 
@@ -161,6 +164,12 @@ def _conv_stride1(x: Array, kernel: Array, padding: Sequence[Padding1D]) -> Arra
 def _transposed_padding(kernel_size: int, padding: int, output_padding: int) -> Padding1D:
     """Padding of the dilated input that makes a stride-1 convolution with the flipped kernel the transpose."""
     return kernel_size - 1 - padding, kernel_size - 1 - padding + output_padding
+
+
+def _transposed_hw(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> tuple[int, int]:
+    """(height, width) of a transposed convolution's output (PyTorch's ConvTranspose2d formula, dilation 1)."""
+    size = lambda n, k: (n - 1) * stride - 2 * padding + k + output_padding  # noqa: E731
+    return size(x.shape[1], kernel.shape[0]), size(x.shape[2], kernel.shape[1])
 
 
 def _conv_transpose_xla(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> Array:
@@ -227,8 +236,7 @@ def _conv_transpose_split(x: Array, kernel: Array, stride: int, padding: int, ou
     """
     n, h, w, _ = x.shape
     kh, kw, _, cout = kernel.shape
-    ho = (h - 1) * stride - 2 * padding + kh + output_padding
-    wo = (w - 1) * stride - 2 * padding + kw + output_padding
+    ho, wo = _transposed_hw(x, kernel, stride, padding, output_padding)
     mh, mw = -(-ho // stride), -(-wo // stride)
     rows = []
     for r in range(stride):
@@ -277,8 +285,7 @@ def _conv_transpose_merged(x: Array, kernel: Array, stride: int, padding: int, o
     n, h, w, _ = x.shape
     kh, kw, _, cout = kernel.shape
     ka, kb = -(-kh // stride), -(-kw // stride)
-    ho = (h - 1) * stride - 2 * padding + kh + output_padding
-    wo = (w - 1) * stride - 2 * padding + kw + output_padding
+    ho, wo = _transposed_hw(x, kernel, stride, padding, output_padding)
     uh, uw = -(-(ho + padding) // stride), -(-(wo + padding) // stride)  # rows of the uncropped output / stride
     k = jnp.flip(_merged_kernel(kernel, stride, phases_in=False), (0, 1))
     y = _conv_stride1(x, k, [(ka - 1, uh - h), (kb - 1, uw - w)])
@@ -449,14 +456,7 @@ def conv_transpose2d(
     if x.shape[1] == 1 and x.shape[2] == 1:
         return _conv_transpose_from_1x1(materialize(x), kernel, padding, output_padding)
     if impl == "onednn" and x.dtype == jnp.float32:
-        n, h, w, _ = x.shape
-        kh, kw, _, cout = kernel.shape
-        out_shape = (
-            n,
-            (h - 1) * stride - 2 * padding + kh + output_padding,
-            (w - 1) * stride - 2 * padding + kw + output_padding,
-            cout,
-        )
+        out_shape = (x.shape[0], *_transposed_hw(x, kernel, stride, padding, output_padding), kernel.shape[3])
         return onednn.conv_backward_data(x, kernel.swapaxes(2, 3), stride, padding, out_shape)
     x = materialize(x)
     if stride == 1:
