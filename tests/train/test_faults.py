@@ -21,8 +21,9 @@ from gan_jax.train.experiment import setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = "configs/gan_mog.py:smoke"
-# A run long enough to be interrupted, saving every 4 steps so that kills often land inside a save.
-OVERRIDES = {"num_train_steps": 300, "checkpoint_every": 4, "log_every": 5, "sample_every": 100}
+# A run long enough to be interrupted three times (each interruption lets it save a new checkpoint, then waits up to
+# 1.2 s: about 30 steps), saving every 4 steps so that kills often land inside a save.
+OVERRIDES = {"num_train_steps": 160, "checkpoint_every": 4, "log_every": 5, "sample_every": 100}
 ARGS = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
 
 
@@ -91,11 +92,11 @@ def test_sigterm_saves_exits_zero_and_resumes_identically(uninterrupted, tmp_pat
     assert p.returncode == 0, err[-3000:]
     assert "Stopped by SIGTERM at step" in err and "Re-run the same command to resume" in err
     stopped_at = int(err.split("Stopped by SIGTERM at step ")[1].split()[0])
-    assert 0 < stopped_at < 300
+    assert 0 < stopped_at < 160
     assert str(stopped_at) in os.listdir(workdir / "checkpoints")  # the exact step it stopped at was saved
     rc, err = run(workdir)
     assert rc == 0, err[-3000:]
-    assert f"Resuming at step {stopped_at} of 300" in err
+    assert f"Resuming at step {stopped_at} of 160" in err
     assert_same(final_state(workdir), uninterrupted)
 
 
