@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.layers.conv import conv2d, conv_transpose2d
-from gan_jax.layers.resample import blur2d, downsample2d
+from gan_jax.layers.resample import blur2d, blur2d_cropped, downsample2d
 
 Array = jax.Array
 SQRT2 = math.sqrt(2.0)
@@ -103,7 +103,7 @@ def upsample_conv(x: Array, kernel: Array) -> Array:
     h, w = x.shape[1], x.shape[2]
     k = kernel.shape[0]
     y = conv_transpose2d(x, kernel[::-1, ::-1], stride=2, padding=k // 2 - 1)
-    return 4.0 * blur2d(y)[:, : 2 * h, : 2 * w]
+    return blur2d_cropped(y, 2 * h, 2 * w, gain=4.0)
 
 
 def demodulation(weight: Array, styles: Array, eps: float = 1e-8) -> Array:

@@ -15,6 +15,10 @@ Each one's derivative with respect to either operand is one of the three again (
 that `lax.conv_general_dilated` uses), so reverse and forward mode, to any order (gradient penalties), never leave
 oneDNN. Under `vmap` they fall back to the plain XLA formulation.
 
+A fourth primitive, `depthwise(x, taps, pad_lo, pad_hi)`, applies one fixed square filter to every channel alone (a
+depthwise convolution, stride 1), as PyTorch's StyleGAN2 code runs its [1, 3, 3, 1] blur. It is linear in x, and
+its transpose is the same primitive with the filter flipped and the paddings mirrored (k - 1 - pad).
+
 `available()` says whether the library could be built and loaded; `conv.py` uses these primitives on the CPU backend
 when it is (impl "onednn", the CPU default), and the XLA "fast" formulation otherwise. `GAN_JAX_ONEDNN=0` turns them
 off. Only float32 is supported; other dtypes take the XLA path.
@@ -47,6 +51,7 @@ _TARGETS = {
     "fwd": "GanJaxOnednnConvFwd",
     "bwd_data": "GanJaxOnednnConvBwdData",
     "bwd_weights": "GanJaxOnednnConvBwdWeights",
+    "depthwise": "GanJaxOnednnDepthwise",
 }
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -243,6 +248,58 @@ def _bwd_weights_t_dy(ct, x, dy, *, stride, padding, shape):
 ad.defbilinear(conv_p, _conv_t_x, _conv_t_w)
 ad.defbilinear(conv_backward_data_p, _bwd_data_t_dy, _bwd_data_t_w)
 ad.defbilinear(conv_backward_weights_p, _bwd_weights_t_x, _bwd_weights_t_dy)
+
+
+# The depthwise convolution with a fixed filter.
+
+depthwise_p = Primitive("gan_jax_onednn_depthwise")
+Taps = tuple[tuple[float, ...], ...]
+
+
+def depthwise(x: Array, taps: Taps, pad_lo: int, pad_hi: int) -> Array:
+    """Each channel of NHWC float32 `x` correlated with the square filter `taps` (k rows of k), after `pad_lo` zeros
+    before and `pad_hi` after it on both spatial axes: (N, H + pad_lo + pad_hi - k + 1, ...). 0 <= pads < k."""
+    k = len(taps)
+    if any(len(row) != k for row in taps) or not (0 <= pad_lo < k and 0 <= pad_hi < k):
+        raise ValueError(f"depthwise: taps must be square and 0 <= pads < {k}, got {taps}, ({pad_lo}, {pad_hi})")
+    return depthwise_p.bind(x, taps=tuple(tuple(float(t) for t in row) for row in taps), pad_lo=pad_lo, pad_hi=pad_hi)
+
+
+def _depthwise_abstract(x, *, taps, pad_lo, pad_hi):
+    n, h, w, c = x.shape
+    grow = pad_lo + pad_hi - len(taps) + 1
+    return jax.core.ShapedArray((n, h + grow, w + grow, c), x.dtype)
+
+
+def _depthwise_xla(x, *, taps, pad_lo, pad_hi):
+    kernel = jnp.broadcast_to(jnp.asarray(taps, x.dtype)[:, :, None, None], (len(taps), len(taps), 1, x.shape[3]))
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1), [(pad_lo, pad_hi)] * 2, dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=x.shape[3]
+    )
+
+
+def _depthwise_transpose(ct, x, *, taps, pad_lo, pad_hi):
+    k = len(taps)
+    flipped = tuple(tuple(row[::-1]) for row in taps[::-1])
+    return [depthwise(ct, flipped, k - 1 - pad_lo, k - 1 - pad_hi)]
+
+
+depthwise_p.def_abstract_eval(_depthwise_abstract)
+_depthwise_lower = jax.ffi.ffi_lowering(_TARGETS["depthwise"])
+mlir.register_lowering(
+    depthwise_p,
+    lambda ctx, x, *, taps, pad_lo, pad_hi: _depthwise_lower(
+        ctx, x, taps=np.asarray(taps, np.float32).ravel(), pad_lo=np.int64(pad_lo), pad_hi=np.int64(pad_hi)
+    ),
+    platform="cpu",
+)
+_depthwise_compiled = jax.jit(depthwise_p.bind, static_argnames=("taps", "pad_lo", "pad_hi"))
+depthwise_p.def_impl(lambda x, **kw: _depthwise_compiled(x, **kw))
+ad.deflinear2(depthwise_p, _depthwise_transpose)
+batching.primitive_batchers[depthwise_p] = lambda args, dims, **kw: (
+    jax.vmap(functools.partial(_depthwise_xla, **kw), in_axes=dims)(*args),
+    0,
+)
 
 
 # vmap: the plain XLA formulation of each primitive, vmapped (correct; speed is not the point there).

@@ -13,6 +13,10 @@ Per axis, with x zero outside the image:
 These are the official `upsample2d(x, [1,3,3,1])` and `downsample2d(x, [1,3,3,1])` (padding 0) exactly, gain included.
 The result of the first axis is `materialize`d, so that XLA:CPU runs two loops of 4 reads per pixel (forward and
 backward) instead of fusing both axes into one loop of 16.
+
+Where the convolutions run on oneDNN (conv.py's "onednn" formulation, the CPU default), the blur of a feature map (8
+or more channels) is instead one oneDNN depthwise convolution with the 4x4 filter, as PyTorch runs it: in a StyleGAN2
+step the shifted sums' zero padding and slicing became standalone copies that cost more than the filtering itself.
 """
 
 from __future__ import annotations
@@ -20,9 +24,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gan_jax.layers import onednn
+from gan_jax.layers.conv import resolve_conv_impl
 from gan_jax.layers.materialize import materialize
 
 Array = jax.Array
+_FILTER = (1.0 / 8.0, 3.0 / 8.0, 3.0 / 8.0, 1.0 / 8.0)
+_ONEDNN_MIN_CHANNELS = 8  # below this (an image) the shifted sums are faster than a depthwise call
+
+
+def _blur_taps(gain: float) -> onednn.Taps:
+    return tuple(tuple(gain * a * b for b in _FILTER) for a in _FILTER)
+
+
+def _blur_on_onednn(x: Array) -> bool:
+    return x.dtype == jnp.float32 and x.shape[3] >= _ONEDNN_MIN_CHANNELS and resolve_conv_impl() == "onednn"
 
 
 def _shift(x: Array, offset: int, axis: int) -> Array:
@@ -57,7 +73,18 @@ def blur2d(x: Array) -> Array:
     Before a stride-2 convolution it gives StyleGAN2's filtered downsampling convolution: blur then stride-2 taps
     equals stride-2 sampling of (convolution then blur), since the two stride-1 filters commute.
     """
+    if _blur_on_onednn(x):
+        return onednn.depthwise(x, _blur_taps(1.0), 1, 2)
     return _blur_axis(materialize(_blur_axis(x, 1), backward=True), 2)
+
+
+def blur2d_cropped(x: Array, height: int, width: int, gain: float = 1.0) -> Array:
+    """`gain * blur2d(x)[:, :height, :width]`; on oneDNN, where x is square and the crop square and at most 2 pixels,
+    the crop is the filter's own smaller padding, so the pixels cut away are never computed."""
+    pad_hi = height - x.shape[1] + 2  # the filter's output size is H + 1 + pad_hi - 3
+    if height == width and x.shape[1] == x.shape[2] and 0 <= pad_hi <= 2 and _blur_on_onednn(x):
+        return onednn.depthwise(x, _blur_taps(gain), 1, pad_hi)
+    return gain * blur2d(x)[:, :height, :width]
 
 
 def downsample2d(x: Array) -> Array:

@@ -160,3 +160,45 @@ def test_a_failing_primitive_raises_in_python() -> None:
         jax.block_until_ready(
             jax.jit(onednn.conv_backward_data, static_argnums=(2, 3, 4))(dy, jnp.ones((3, 3, 2, 4)), 1, 0, (1, 8, 8, 2))
         )
+
+
+# ------------------------------------------------------------------------------------------------ depthwise
+
+
+def _lax_depthwise(x: jax.Array, taps: np.ndarray, lo: int, hi: int) -> jax.Array:
+    k = jnp.broadcast_to(jnp.asarray(taps, x.dtype)[:, :, None, None], (*taps.shape, 1, x.shape[3]))
+    return lax.conv_general_dilated(
+        x, k, (1, 1), [(lo, hi)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[3]
+    )
+
+
+@pytest.mark.parametrize("k, lo, hi", [(4, 1, 2), (4, 1, 1), (3, 0, 2), (3, 2, 0)])
+def test_depthwise_matches_lax_in_every_derivative(k: int, lo: int, hi: int) -> None:
+    """A filter without symmetry, so that the transpose's flip and mirrored padding are checked too."""
+    rng = np.random.default_rng(k + 3 * lo + 7 * hi)
+    taps = rng.standard_normal((k, k)).astype(np.float32)
+    x = jnp.asarray(rng.standard_normal((3, 9, 9, 12), np.float32))
+    t = tuple(tuple(float(v) for v in row) for row in taps)
+    mine, ref = (lambda x: onednn.depthwise(x, t, lo, hi)), (lambda x: _lax_depthwise(x, taps, lo, hi))
+    _close(jax.jit(mine)(x), ref(x))
+    _close(mine(x), ref(x))  # eager
+    g = jnp.asarray(rng.standard_normal(ref(x).shape, np.float32))
+    _close(jax.jit(lambda x: jax.vjp(mine, x)[1](g)[0])(x), jax.vjp(ref, x)[1](g)[0])
+    _close(jax.jit(lambda x: jax.jvp(mine, (x,), (jnp.flip(x, 1),))[1])(x), jax.jvp(ref, (x,), (jnp.flip(x, 1),))[1])
+
+    def penalty(f):  # second order: the gradient of a norm of the input gradient
+        return lambda x: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(f(x))))(x) ** 2)
+
+    _close(jax.jit(jax.grad(penalty(mine)))(x), jax.grad(penalty(ref))(x), rtol=1e-4)
+    xs = jnp.stack([x, -2 * x])
+    _close(jax.vmap(mine)(xs), jax.vmap(ref)(xs))
+    hlo = jax.jit(jax.grad(lambda x: jnp.sum(mine(x) ** 2))).lower(x).compile().as_text()
+    assert " convolution(" not in hlo and hlo.count('custom_call_target="GanJaxOnednnDepthwise"') == 2
+
+
+def test_depthwise_refuses_a_non_square_filter_or_a_padding_it_cannot_transpose() -> None:
+    x = jnp.ones((1, 6, 6, 8), jnp.float32)
+    with pytest.raises(ValueError, match="square"):
+        onednn.depthwise(x, ((1.0, 2.0),), 0, 0)
+    with pytest.raises(ValueError, match="pads"):
+        onednn.depthwise(x, ((1.0, 2.0), (3.0, 4.0)), 2, 0)

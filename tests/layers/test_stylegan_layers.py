@@ -55,6 +55,36 @@ def test_upsample_conv_equals_upsample_then_conv_away_from_the_border():
     np.testing.assert_allclose(a[:, 1:-1, 1:-1], b[:, 1:-1, 1:-1], atol=1e-4)
 
 
+@pytest.mark.parametrize("size", [8, 7])
+def test_resampling_of_feature_maps_on_onednn_equals_the_shifted_sums(size):
+    """With 8+ channels on oneDNN the blur is a depthwise convolution ("onednn"); without ("fast") the shifted sums.
+    Values and gradients of the blur, of the downsampling and of the upsampling convolution's blur and crop agree."""
+    from gan_jax.layers import onednn
+    from gan_jax.layers.conv import conv_impl
+    from gan_jax.layers.resample import blur2d_cropped
+
+    if jax.default_backend() != "cpu" or not onednn.available():
+        pytest.skip("oneDNN runs on the CPU backend only")
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, size, size, 8))
+    fns = {
+        "blur": blur2d,
+        "cropped": lambda x: blur2d_cropped(x, size - 1, size - 1, gain=4.0),
+        "by_two": lambda x: blur2d_cropped(x, size - 2, size - 2),
+    }
+    if size % 2 == 0:
+        fns["down"] = downsample2d
+    for name, f in fns.items():
+        loss = lambda x, f=f: jnp.sum(jnp.sin(f(x)))  # noqa: E731
+        with conv_impl("onednn"):
+            hlo = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+            got = jax.jit(jax.value_and_grad(loss))(x)
+        with conv_impl("fast"):
+            want = jax.jit(jax.value_and_grad(loss))(x)
+        assert "GanJaxOnednnDepthwise" in hlo, name
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_equalized_dense_scales_at_run_time():
     layer = EqualizedDense(5, lr_mul=0.01, bias_init=1.0)
     x = jnp.ones((2, 16))

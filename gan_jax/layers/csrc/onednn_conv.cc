@@ -5,6 +5,9 @@
 //   GanJaxOnednnConvFwd        y  = conv(x, w)                 args (x, w)   -> y
 //   GanJaxOnednnConvBwdData    dx = conv_backward_data(dy, w)  args (dy, w)  -> dx  (dx's shape is the result's)
 //   GanJaxOnednnConvBwdWeights dw = conv_backward_weights(x, dy) args (x, dy) -> dw
+// and one for a fixed filter applied to every channel alone (a depthwise convolution, stride 1):
+//   GanJaxOnednnDepthwise      y  = depthwise(x; taps, pad_lo, pad_hi)  args (x) -> y
+// whose `taps` (a square kernel, row-major) are an attribute, with `pad_lo` zeros before and `pad_hi` after each axis.
 // Primitives are created once per shape and cached. Kernels are reordered to the primitive's preferred (blocked)
 // layout at every call, which costs little next to the convolution. Scratchpads are the caller thread's own, so
 // XLA may run the same primitive from two threads at once.
@@ -98,7 +101,7 @@ std::shared_ptr<Entry> Lookup(const Key& k) {
 // oneDNN's own allocations are.
 void* Buffer(int slot, size_t bytes) {
   constexpr size_t kAlign = 64;
-  thread_local std::vector<char> buffers[2];
+  thread_local std::vector<char> buffers[3];
   if (buffers[slot].size() < bytes + kAlign) buffers[slot].resize(bytes + kAlign);
   const auto address = reinterpret_cast<uintptr_t>(buffers[slot].data());
   return reinterpret_cast<void*>((address + kAlign - 1) / kAlign * kAlign);
@@ -139,6 +142,61 @@ ffi::Error Run(const Key& k, float* x, float* w, float* y) {
   return ffi::Error::Success();
 }
 
+// The depthwise convolution with a fixed filter (StyleGAN2's [1, 3, 3, 1] blur): the filter is the same for every
+// channel, so it is written out per channel at each call (C * k * k floats) rather than passed as an operand.
+struct DepthwiseKey {
+  int64_t n, h, w, c, k, oh, ow, pad_lo, pad_hi;
+  auto tie() const { return std::tie(n, h, w, c, k, oh, ow, pad_lo, pad_hi); }
+  bool operator<(const DepthwiseKey& other) const { return tie() < other.tie(); }
+};
+
+memory::desc DepthwiseKernel(const DepthwiseKey& k, tag t) { return memory::desc({k.c, 1, 1, k.k, k.k}, dt::f32, t); }
+
+std::shared_ptr<Entry> DepthwiseLookup(const DepthwiseKey& k) {
+  static std::mutex mu;
+  static auto* cache = new std::map<DepthwiseKey, std::shared_ptr<Entry>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(k);
+  if (it != cache->end()) return it->second;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::convolution_forward::primitive_desc pd(
+      Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+      memory::desc({k.n, k.c, k.h, k.w}, dt::f32, tag::nhwc), DepthwiseKernel(k, tag::any),
+      memory::desc({k.n, k.c, k.oh, k.ow}, dt::f32, tag::nhwc), {1, 1}, {k.pad_lo, k.pad_lo}, {k.pad_hi, k.pad_hi},
+      attr);
+  auto entry = std::make_shared<Entry>();
+  entry->primitive = dnnl::convolution_forward(pd);
+  entry->kernel_md = pd.weights_desc();
+  entry->scratchpad_md = pd.scratchpad_desc();
+  const memory::desc plain = DepthwiseKernel(k, tag::goihw);
+  entry->reorder = entry->kernel_md != plain;
+  if (entry->reorder) {
+    entry->kernel_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), plain, Engine(), entry->kernel_md));
+  }
+  (*cache)[k] = entry;
+  return entry;
+}
+
+void ExecuteDepthwise(const DepthwiseKey& k, const float* x, ffi::Span<const float> taps, float* y) {
+  std::shared_ptr<Entry> e = DepthwiseLookup(k);
+  dnnl::stream stream(Engine());
+  const size_t per_channel = static_cast<size_t>(k.k * k.k);
+  auto* filter = static_cast<float*>(Buffer(2, k.c * per_channel * sizeof(float)));
+  for (int64_t c = 0; c < k.c; ++c) {
+    for (size_t t = 0; t < per_channel; ++t) filter[c * per_channel + t] = taps[t];
+  }
+  memory src(memory::desc({k.n, k.c, k.h, k.w}, dt::f32, tag::nhwc), Engine(), const_cast<float*>(x));
+  memory dst(memory::desc({k.n, k.c, k.oh, k.ow}, dt::f32, tag::nhwc), Engine(), y);
+  memory plain(DepthwiseKernel(k, tag::goihw), Engine(), filter);
+  memory kernel = e->reorder ? memory(e->kernel_md, Engine(), Buffer(0, e->kernel_md.get_size())) : plain;
+  memory scratch(e->scratchpad_md, Engine(), Buffer(1, e->scratchpad_md.get_size()));
+  if (e->reorder) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, kernel}});
+  e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, scratch}});
+  stream.wait();
+}
+
 Key MakeKey(int kind, ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
             int64_t stride, int64_t pad) {
   return {kind, x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], stride, pad};
@@ -162,9 +220,34 @@ ffi::Error BwdWeights(F32 x, F32 dy, F32Result dw, int64_t stride, int64_t pad) 
              dw->typed_data(), dy.typed_data());
 }
 
+ffi::Error Depthwise(F32 x, F32Result y, ffi::Span<const float> taps, int64_t pad_lo, int64_t pad_hi) {
+  const auto xd = x.dimensions(), yd = y->dimensions();
+  int64_t k = 1;
+  while (k * k < static_cast<int64_t>(taps.size())) ++k;
+  if (k * k != static_cast<int64_t>(taps.size())) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "oneDNN depthwise convolution: taps must form a square");
+  }
+  const DepthwiseKey key{xd[0], xd[1], xd[2], xd[3], k, yd[1], yd[2], pad_lo, pad_hi};
+  try {
+    ExecuteDepthwise(key, x.typed_data(), taps, y->typed_data());
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN depthwise convolution: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN depthwise convolution: ") + err.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define GAN_JAX_BIND ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("stride").Attr<int64_t>("pad")
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvFwd, Fwd, GAN_JAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdData, BwdData, GAN_JAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdWeights, BwdWeights, GAN_JAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnDepthwise, Depthwise,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Attr<ffi::Span<const float>>("taps")
+                                  .Attr<int64_t>("pad_lo")
+                                  .Attr<int64_t>("pad_hi"));
