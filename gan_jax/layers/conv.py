@@ -55,13 +55,12 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from gan_jax.layers import onednn
+from gan_jax.layers.lax_conv import Padding1D, conv_nhwc
 from gan_jax.layers.materialize import materialize
 
 Array = jax.Array
-Padding1D = tuple[int, int]
 
 _IMPLS = ("auto", "xla", "fast", "onednn")
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _override: str | None = None
 
 __all__ = [
@@ -141,14 +140,7 @@ def resolve_conv_impl(impl: str = "auto") -> Literal["xla", "fast", "onednn"]:
 
 
 def _conv(x: Array, kernel: Array, stride: int, padding: Sequence[Padding1D], lhs_dilation: int = 1) -> Array:
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(stride, stride),
-        padding=tuple(padding),
-        lhs_dilation=(lhs_dilation, lhs_dilation),
-        dimension_numbers=_DIMENSION_NUMBERS,
-    )
+    return conv_nhwc(x, kernel, stride, padding, lhs_dilation)
 
 
 def _conv_stride1(x: Array, kernel: Array, padding: Sequence[Padding1D]) -> Array:

@@ -38,11 +38,11 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from gan_jax import env
+from gan_jax.layers.lax_conv import conv_nhwc
 
 Array = jax.Array
 
@@ -53,7 +53,6 @@ _TARGETS = {
     "bwd_weights": "GanJaxOnednnConvBwdWeights",
     "depthwise": "GanJaxOnednnDepthwise",
 }
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -198,8 +197,7 @@ mlir.register_lowering(conv_backward_weights_p, _ffi_rule(_TARGETS["bwd_weights"
 
 
 def _xla_conv(x, w, stride, padding):
-    pads = [(padding, padding)] * 2
-    return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DIMENSION_NUMBERS)
+    return conv_nhwc(x, w, stride, [(padding, padding)] * 2)
 
 
 def _eager(prim: Primitive):
@@ -273,9 +271,7 @@ def _depthwise_abstract(x, *, taps, pad_lo, pad_hi):
 
 def _depthwise_xla(x, *, taps, pad_lo, pad_hi):
     kernel = jnp.broadcast_to(jnp.asarray(taps, x.dtype)[:, :, None, None], (len(taps), len(taps), 1, x.shape[3]))
-    return lax.conv_general_dilated(
-        x, kernel, (1, 1), [(pad_lo, pad_hi)] * 2, dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=x.shape[3]
-    )
+    return conv_nhwc(x, kernel, 1, [(pad_lo, pad_hi)] * 2, feature_group_count=x.shape[3])
 
 
 def _depthwise_transpose(ct, x, *, taps, pad_lo, pad_hi):
