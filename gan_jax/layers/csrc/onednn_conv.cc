@@ -55,13 +55,18 @@ memory::desc Src(const Key& k) { return memory::desc({k.n, k.c, k.h, k.w}, dt::f
 memory::desc Dst(const Key& k) { return memory::desc({k.n, k.o, k.oh, k.ow}, dt::f32, tag::nhwc); }
 memory::desc Kernel(const Key& k, tag t) { return memory::desc({k.o, k.c, k.kh, k.kw}, dt::f32, t); }
 
-std::shared_ptr<Entry> Lookup(const Key& k) {
+// The primitive of `key`, made by `build(key)` on first use and kept: one cache (and lock) per key type.
+template <typename K>
+std::shared_ptr<Entry> Cached(const K& key, std::shared_ptr<Entry> (*build)(const K&)) {
   static std::mutex mu;
-  static auto* cache = new std::map<Key, std::shared_ptr<Entry>>();
+  static auto* cache = new std::map<K, std::shared_ptr<Entry>>();
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache->find(k);
+  auto it = cache->find(key);
   if (it != cache->end()) return it->second;
+  return (*cache)[key] = build(key);
+}
 
+std::shared_ptr<Entry> Build(const Key& k) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const memory::dims strides = {k.stride, k.stride}, pads = {k.pad, k.pad};
@@ -93,7 +98,6 @@ std::shared_ptr<Entry> Lookup(const Key& k) {
     entry->kernel_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
         Engine(), to_plain ? entry->kernel_md : plain, Engine(), to_plain ? plain : entry->kernel_md));
   }
-  (*cache)[k] = entry;
   return entry;
 }
 
@@ -109,7 +113,7 @@ void* Buffer(int slot, size_t bytes) {
 
 // Runs one convolution; oneDNN reports failures by throwing, which Run turns into an FFI error.
 void Execute(const Key& k, float* x, float* w, float* y) {
-  std::shared_ptr<Entry> e = Lookup(k);
+  std::shared_ptr<Entry> e = Cached(k, Build);
   dnnl::stream stream(Engine());
   memory src(Src(k), Engine(), x), dst(Dst(k), Engine(), y), plain(Kernel(k, tag::hwio), Engine(), w);
   memory kernel = e->reorder ? memory(e->kernel_md, Engine(), Buffer(0, e->kernel_md.get_size())) : plain;
@@ -129,17 +133,22 @@ void Execute(const Key& k, float* x, float* w, float* y) {
   stream.wait();
 }
 
-// An exception must not cross the FFI boundary (it would abort the process): every failure, in creating a primitive,
-// in allocating its buffers or in executing it, comes back to JAX as an error it raises in Python.
-ffi::Error Run(const Key& k, float* x, float* w, float* y) {
+// An exception must not cross the FFI boundary (it would abort the process): every failure of `run`, in creating a
+// primitive, in allocating its buffers or in executing it, comes back to JAX as an error it raises in Python.
+template <typename F>
+ffi::Error Guarded(const char* what, F&& run) {
   try {
-    Execute(k, x, w, y);
+    run();
   } catch (const dnnl::error& err) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN convolution: ") + err.what());
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string(what) + ": " + err.what());
   } catch (const std::exception& err) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + err.what());
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string(what) + ": " + err.what());
   }
   return ffi::Error::Success();
+}
+
+ffi::Error Run(const Key& k, float* x, float* w, float* y) {
+  return Guarded("oneDNN convolution", [&] { Execute(k, x, w, y); });
 }
 
 // The depthwise convolution with a fixed filter (StyleGAN2's [1, 3, 3, 1] blur): the filter is the same for every
@@ -152,12 +161,7 @@ struct DepthwiseKey {
 
 memory::desc DepthwiseKernel(const DepthwiseKey& k, tag t) { return memory::desc({k.c, 1, 1, k.k, k.k}, dt::f32, t); }
 
-std::shared_ptr<Entry> DepthwiseLookup(const DepthwiseKey& k) {
-  static std::mutex mu;
-  static auto* cache = new std::map<DepthwiseKey, std::shared_ptr<Entry>>();
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache->find(k);
-  if (it != cache->end()) return it->second;
+std::shared_ptr<Entry> BuildDepthwise(const DepthwiseKey& k) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   dnnl::convolution_forward::primitive_desc pd(
@@ -174,12 +178,11 @@ std::shared_ptr<Entry> DepthwiseLookup(const DepthwiseKey& k) {
   if (entry->reorder) {
     entry->kernel_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), plain, Engine(), entry->kernel_md));
   }
-  (*cache)[k] = entry;
   return entry;
 }
 
 void ExecuteDepthwise(const DepthwiseKey& k, const float* x, ffi::Span<const float> taps, float* y) {
-  std::shared_ptr<Entry> e = DepthwiseLookup(k);
+  std::shared_ptr<Entry> e = Cached(k, BuildDepthwise);
   dnnl::stream stream(Engine());
   const size_t per_channel = static_cast<size_t>(k.k * k.k);
   auto* filter = static_cast<float*>(Buffer(2, k.c * per_channel * sizeof(float)));
@@ -228,14 +231,7 @@ ffi::Error Depthwise(F32 x, F32Result y, ffi::Span<const float> taps, int64_t pa
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "oneDNN depthwise convolution: taps must form a square");
   }
   const DepthwiseKey key{xd[0], xd[1], xd[2], xd[3], k, yd[1], yd[2], pad_lo, pad_hi};
-  try {
-    ExecuteDepthwise(key, x.typed_data(), taps, y->typed_data());
-  } catch (const dnnl::error& err) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("oneDNN depthwise convolution: ") + err.what());
-  } catch (const std::exception& err) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN depthwise convolution: ") + err.what());
-  }
-  return ffi::Error::Success();
+  return Guarded("oneDNN depthwise convolution", [&] { ExecuteDepthwise(key, x.typed_data(), taps, y->typed_data()); });
 }
 
 }  // namespace
