@@ -217,16 +217,22 @@ def _serve(setup_info: dict, run, close=lambda: None) -> None:
     _send({"peak_rss_mb": peak_rss_mb()})
 
 
-def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None:
-    import jax
+def write_shared(bench: JaxBench, shared_file: str) -> None:
+    """Writes the real batch and the initial weights (of a `keep_initial` bench) that the torch workers use too."""
     import numpy as np
 
-    bench = JaxBench(spec, overrides, steps, keep_initial=True)
-    with open(shared_file, "wb") as f:  # the real batch and initial weights the torch workers use too
+    with open(shared_file, "wb") as f:
         label = bench.first_batch.get("label")
         shared = {"x": np.asarray(bench.first_batch["x"]), "params": bench.initial[0], "state": bench.initial[1]}
         shared["label"] = None if label is None else np.asarray(label)
         pickle.dump(shared, f)
+
+
+def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None:
+    import jax
+
+    bench = JaxBench(spec, overrides, steps, keep_initial=True)
+    write_shared(bench, shared_file)
     info = {
         "compile_s": bench.compile_s,
         "devices": jax.device_count(),
@@ -245,7 +251,9 @@ def jax_worker(spec: str, overrides: dict, steps: int, shared_file: str) -> None
     _serve(info, run, bench.close)
 
 
-def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_file: str, optimizer: str) -> None:
+def torch_reference(spec: str, overrides: dict, shared_file: str, variant: str, optimizer: str) -> tuple:
+    """(reference step, real batch, extra step arguments) of a torch variant, on every core, with the batch and the
+    initial weights gan_jax's worker wrote to `shared_file`."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -264,7 +272,13 @@ def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_fi
     ref_module.load_gan_jax_params(ref, shared["params"], shared["state"])
     real = ref.to_input(x)
     labels = None if shared["label"] is None else ref.to_labels(shared["label"])  # None: an unconditional model
-    extra = {} if labels is None else {"labels": labels}
+    return ref, real, ({} if labels is None else {"labels": labels})
+
+
+def torch_worker(variant: str, spec: str, overrides: dict, steps: int, shared_file: str, optimizer: str) -> None:
+    import torch
+
+    ref, real, extra = torch_reference(spec, overrides, shared_file, variant, optimizer)
     t = time.perf_counter()
     ref.step(real, **extra)  # compiles, for torch.compile
     first_s = time.perf_counter() - t

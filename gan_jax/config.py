@@ -90,6 +90,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.best_metric = ""
     c.best_mode = "min"
 
+    # CPU only: which threads run the oneDNN convolutions, "xla" (the batch in chunks on XLA's own threads) or
+    # "openmp" (one OpenMP team per convolution, every core, as PyTorch runs them); see gan_jax/layers/onednn.py.
+    # Speed only, not the math: "xla" was 18% faster for StyleGAN2's step, 12% for BigGAN's and 5% for SNGAN's,
+    # "openmp" 8% faster for DCGAN's, whose config picks it.
+    c.onednn_threads = "xla"
+
     c.log_every = 50
     c.sample_every = 500
     c.checkpoint_every = 1000
@@ -178,6 +184,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         "nonfinite_policy",
         f"choose one of {', '.join(NONFINITE_POLICIES)}",
     )
+    need(config.onednn_threads in ("openmp", "xla"), "onednn_threads", "choose 'openmp' or 'xla'")
     need(config.max_rollbacks >= 0, "max_rollbacks", "must be >= 0")
     need(0.0 < config.rollback_lr_factor < 1.0, "rollback_lr_factor", "must be in (0, 1)")
     need(config.data.prefetch >= 0, "data.prefetch", "must be >= 0")

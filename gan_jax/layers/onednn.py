@@ -19,6 +19,17 @@ A fourth primitive, `depthwise(x, taps, pad_lo, pad_hi)`, applies one fixed squa
 depthwise convolution, stride 1), as PyTorch's StyleGAN2 code runs its [1, 3, 3, 1] blur. It is linear in x, and
 its transpose is the same primitive with the filter flipped and the paddings mirrored (k - 1 - pad).
 
+Threads (`threads(mode)`, a trace-time setting, "openmp" outside it; the config key `onednn_threads` sets it for a
+train step, "xla" by default): with "openmp" each convolution is one oneDNN call over every core, as PyTorch runs
+it. XLA:CPU runs independent instructions at once, though, and a convolution's OpenMP team then shares the cores with
+another's or with XLA's own fusions, and runs far slower than alone (benchmarks/onednn_time.py: BigGAN's
+convolutions took 1.5 s per step in gan_jax against 1.0 s for the same calls in PyTorch). With "xla" the batch is
+split into equal chunks, each a single-threaded oneDNN call, run on XLA's own intra-op threads (the FFI's thread
+pool), so a convolution is ordinary work there and never oversubscribes the cores. Which is faster depends on the
+step: "xla" where XLA has much else to run beside the convolutions (StyleGAN2 +18% steps/s, BigGAN +12%, SNGAN +5%),
+"openmp" where a few large convolutions are the step (DCGAN, 8% faster with it). The depthwise blur keeps its OpenMP
+team either way.
+
 `available()` says whether the library could be built and loaded; `conv.py` uses these primitives on the CPU backend
 when it is (impl "onednn", the CPU default), and the XLA "fast" formulation otherwise. `GAN_JAX_ONEDNN=0` turns them
 off. Only float32 is supported; other dtypes take the XLA path.
@@ -26,6 +37,7 @@ off. Only float32 is supported; other dtypes take the XLA path.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -34,6 +46,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +106,7 @@ def _build(path: str) -> None:
         "-std=c++17",
         "-shared",
         "-fPIC",
+        "-fopenmp",
         f"-I{include}",
         f"-I{ffi_include}",
         _SOURCE,
@@ -151,22 +165,56 @@ conv_backward_data_p = Primitive("gan_jax_onednn_conv_backward_data")
 conv_backward_weights_p = Primitive("gan_jax_onednn_conv_backward_weights")
 
 
+THREADS = ("openmp", "xla")
+_threads = "openmp"
+
+
+@contextlib.contextmanager
+def threads(mode: str) -> Iterator[None]:
+    """Within the block, convolutions traced run their oneDNN calls on `mode`'s threads (see the module docstring):
+    "openmp" (one OpenMP team per convolution) or "xla" (the batch in chunks over XLA's own threads)."""
+    global _threads
+    if mode not in THREADS:
+        raise ValueError(f"oneDNN threads must be one of {THREADS}, got {mode!r}")
+    saved, _threads = _threads, mode
+    try:
+        yield
+    finally:
+        _threads = saved
+
+
 def conv(x: Array, w: Array, stride: int, padding: int) -> Array:
     """y = conv2d(x, w): NHWC float32 `x`, HWIO float32 `w`, the same stride and zero padding on both axes."""
-    return conv_p.bind(x, w, stride=stride, padding=padding)
+    return _conv(x, w, stride, padding, _threads == "xla")
 
 
 def conv_backward_data(dy: Array, w: Array, stride: int, padding: int, x_shape: tuple[int, ...]) -> Array:
     """The input gradient of `conv` for an input of `x_shape`; also the transposed convolution of `dy`."""
-    return conv_backward_data_p.bind(dy, w, stride=stride, padding=padding, shape=tuple(x_shape))
+    return _conv_backward_data(dy, w, stride, padding, x_shape, _threads == "xla")
 
 
 def conv_backward_weights(x: Array, dy: Array, stride: int, padding: int, w_shape: tuple[int, ...]) -> Array:
     """The kernel gradient of `conv` for a kernel of `w_shape`."""
-    return conv_backward_weights_p.bind(x, dy, stride=stride, padding=padding, shape=tuple(w_shape))
+    return _conv_backward_weights(x, dy, stride, padding, w_shape, _threads == "xla")
 
 
-def _conv_abstract(x, w, *, stride, padding):
+def _conv(x, w, stride, padding, xla_threads):
+    return conv_p.bind(x, w, stride=stride, padding=padding, xla_threads=xla_threads)
+
+
+def _conv_backward_data(dy, w, stride, padding, x_shape, xla_threads):
+    return conv_backward_data_p.bind(
+        dy, w, stride=stride, padding=padding, shape=tuple(x_shape), xla_threads=xla_threads
+    )
+
+
+def _conv_backward_weights(x, dy, stride, padding, w_shape, xla_threads):
+    return conv_backward_weights_p.bind(
+        x, dy, stride=stride, padding=padding, shape=tuple(w_shape), xla_threads=xla_threads
+    )
+
+
+def _conv_abstract(x, w, *, stride, padding, xla_threads):
     n, h, wd, _ = x.shape
     kh, kw, _, o = w.shape
     return jax.core.ShapedArray((n, _out_hw(h, kh, stride, padding), _out_hw(wd, kw, stride, padding), o), x.dtype)
@@ -184,9 +232,9 @@ conv_backward_weights_p.def_abstract_eval(_shaped)
 def _ffi_rule(target: str):
     lower = jax.ffi.ffi_lowering(target)
 
-    def rule(ctx, a, b, *, stride, padding, shape=None):
+    def rule(ctx, a, b, *, stride, padding, xla_threads, shape=None):
         del shape  # the result's shape is in ctx.avals_out
-        return lower(ctx, a, b, stride=np.int64(stride), pad=np.int64(padding))
+        return lower(ctx, a, b, stride=np.int64(stride), pad=np.int64(padding), xla_threads=np.int64(xla_threads))
 
     return rule
 
@@ -202,7 +250,8 @@ def _xla_conv(x, w, stride, padding):
 
 def _eager(prim: Primitive):
     """Outside `jit`, run the primitive as a one-op compiled program (the lowering above)."""
-    compiled = jax.jit(lambda a, b, **kw: prim.bind(a, b, **kw), static_argnames=("stride", "padding", "shape"))
+    static = ("stride", "padding", "shape", "xla_threads")
+    compiled = jax.jit(lambda a, b, **kw: prim.bind(a, b, **kw), static_argnames=static)
     prim.def_impl(lambda a, b, **kw: compiled(a, b, **kw))
 
 
@@ -219,28 +268,28 @@ def _aval_shape(a) -> tuple[int, ...]:
     return tuple(a.aval.shape)
 
 
-def _conv_t_x(ct, x, w, *, stride, padding):
-    return conv_backward_data(ct, w, stride, padding, _aval_shape(x))
+def _conv_t_x(ct, x, w, *, stride, padding, xla_threads):
+    return _conv_backward_data(ct, w, stride, padding, _aval_shape(x), xla_threads)
 
 
-def _conv_t_w(ct, x, w, *, stride, padding):
-    return conv_backward_weights(x, ct, stride, padding, _aval_shape(w))
+def _conv_t_w(ct, x, w, *, stride, padding, xla_threads):
+    return _conv_backward_weights(x, ct, stride, padding, _aval_shape(w), xla_threads)
 
 
-def _bwd_data_t_dy(ct, dy, w, *, stride, padding, shape):
-    return conv(ct, w, stride, padding)
+def _bwd_data_t_dy(ct, dy, w, *, stride, padding, shape, xla_threads):
+    return _conv(ct, w, stride, padding, xla_threads)
 
 
-def _bwd_data_t_w(ct, dy, w, *, stride, padding, shape):
-    return conv_backward_weights(ct, dy, stride, padding, _aval_shape(w))
+def _bwd_data_t_w(ct, dy, w, *, stride, padding, shape, xla_threads):
+    return _conv_backward_weights(ct, dy, stride, padding, _aval_shape(w), xla_threads)
 
 
-def _bwd_weights_t_x(ct, x, dy, *, stride, padding, shape):
-    return conv_backward_data(dy, ct, stride, padding, _aval_shape(x))
+def _bwd_weights_t_x(ct, x, dy, *, stride, padding, shape, xla_threads):
+    return _conv_backward_data(dy, ct, stride, padding, _aval_shape(x), xla_threads)
 
 
-def _bwd_weights_t_dy(ct, x, dy, *, stride, padding, shape):
-    return conv(x, ct, stride, padding)
+def _bwd_weights_t_dy(ct, x, dy, *, stride, padding, shape, xla_threads):
+    return _conv(x, ct, stride, padding, xla_threads)
 
 
 ad.defbilinear(conv_p, _conv_t_x, _conv_t_w)
@@ -301,7 +350,8 @@ batching.primitive_batchers[depthwise_p] = lambda args, dims, **kw: (
 # vmap: the plain XLA formulation of each primitive, vmapped (correct; speed is not the point there).
 
 
-def _xla_form(prim: Primitive, a, b, *, stride, padding, shape=None):
+def _xla_form(prim: Primitive, a, b, *, stride, padding, xla_threads, shape=None):
+    del xla_threads
     if prim is conv_p:
         return _xla_conv(a, b, stride, padding)
     if prim is conv_backward_data_p:

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from gan_jax import data as data_lib
 from gan_jax.config import ConfigError, config_get, validate
 from gan_jax.env import quiet_library_logs
+from gan_jax.layers import onednn
 from gan_jax.models import build_networks
 from gan_jax.objectives import get_loss
 from gan_jax.objectives.game import UnconditionalGAN
@@ -104,7 +105,7 @@ class Experiment:
         shardings and donation, benchmarks vmapped over seeds), so every user steps exactly the same way.
         `phase`: the game's static phase of the steps it will run (`game.phase(step)`), or None to decide in-graph."""
         config = self.config
-        return make_train_step(
+        step = make_train_step(
             self.game,
             self.optimizers,
             n_critic=config.n_critic,
@@ -118,6 +119,12 @@ class Experiment:
             grad_accum=config.grad_accum,
             ema_start=config.ema_start,
         )
+
+        def threaded_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+            with onednn.threads(config.onednn_threads):  # a trace-time setting of the oneDNN convolutions
+                return step(state, batch)
+
+        return threaded_step
 
     def train_step(self, step: int):
         """The jitted update for training step `step` (0-based: the state's step before it), state donated, compiled

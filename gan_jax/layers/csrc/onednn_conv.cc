@@ -11,14 +11,29 @@
 // Primitives are created once per shape and cached. Kernels are reordered to the primitive's preferred (blocked)
 // layout at every call, which costs little next to the convolution. Scratchpads are the caller thread's own, so
 // XLA may run the same primitive from two threads at once.
+//
+// Threads: with the attribute xla_threads = 0 a convolution is one oneDNN call that starts an OpenMP team over every
+// core (as PyTorch runs it). XLA:CPU runs independent instructions at once, though, so that team shares the cores
+// with another convolution's team or with XLA's own fusions, and each then runs far slower than alone (oneDNN's
+// threads wait for each other at every barrier). With xla_threads = 1 the batch is split into equal chunks, each a
+// single-threaded oneDNN call, run by this thread and by tasks on XLA's own intra-op thread pool (the FFI's
+// ThreadPool): the convolution is then ordinary work on XLA's threads and never oversubscribes the cores.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -40,7 +55,8 @@ dnnl::engine& Engine() {
 struct Key {
   int kind;
   int64_t n, h, w, c, kh, kw, o, oh, ow, stride, pad;
-  auto tie() const { return std::tie(kind, n, h, w, c, kh, kw, o, oh, ow, stride, pad); }
+  int64_t xla_threads;  // 1: split over XLA's threads, each chunk single-threaded; 0: one OpenMP team
+  auto tie() const { return std::tie(kind, n, h, w, c, kh, kw, o, oh, ow, stride, pad, xla_threads); }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
 
@@ -105,32 +121,131 @@ std::shared_ptr<Entry> Build(const Key& k) {
 // oneDNN's own allocations are.
 void* Buffer(int slot, size_t bytes) {
   constexpr size_t kAlign = 64;
-  thread_local std::vector<char> buffers[3];
+  thread_local std::vector<char> buffers[4];
   if (buffers[slot].size() < bytes + kAlign) buffers[slot].resize(bytes + kAlign);
   const auto address = reinterpret_cast<uintptr_t>(buffers[slot].data());
   return reinterpret_cast<void*>((address + kAlign - 1) / kAlign * kAlign);
 }
 
+// oneDNN (OpenMP build) runs a primitive with as many threads as the calling thread's OpenMP setting; this makes it
+// one for the scope, so that a convolution split into tasks on XLA's threads never starts a thread team of its own.
+class OneOmpThread {
+ public:
+  OneOmpThread() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~OneOmpThread() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+// Runs `chunk(i)` for i in [0, count) on this thread and on helper tasks scheduled on XLA's intra-op thread pool,
+// each taking the next chunk until none is left, and returns when all are done. A helper that starts late finds no
+// work and exits: nothing waits for a thread that is busy elsewhere. The split depends on nothing but the shapes, so
+// results are the same whichever thread runs which chunk.
+template <typename Fn>
+void ForChunks(ffi::ThreadPool& pool, int64_t count, int64_t helpers, Fn chunk) {
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    int64_t done = 0;
+    std::mutex mu;
+    std::condition_variable all_done;
+    std::exception_ptr error;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto work = [shared, count, chunk]() {
+    OneOmpThread one;
+    for (int64_t i; (i = shared->next.fetch_add(1)) < count;) {
+      std::exception_ptr error;
+      try {
+        chunk(i);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(shared->mu);
+      if (error && !shared->error) shared->error = error;
+      if (++shared->done == count) shared->all_done.notify_all();
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));  // a copy each
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->all_done.wait(lock, [&] { return shared->done == count; });
+  if (shared->error) std::rethrow_exception(shared->error);
+}
+
+// How to split a batch of n over `workers` threads: equal chunks (so every chunk is one primitive), about two per
+// worker so that a late helper still finds work, one per worker for weight gradients (each chunk's kernel gradient is
+// a buffer to sum).
+int64_t Chunks(int64_t n, int64_t workers, int kind) {
+  if (workers <= 1) return 1;
+  const int64_t target = std::min<int64_t>(n, kind == kBwdWeights ? workers : 2 * workers);
+  int64_t c = std::max<int64_t>(target, 1);
+  while (n % c != 0) --c;
+  return c;
+}
+
 // Runs one convolution; oneDNN reports failures by throwing, which Run turns into an FFI error.
-void Execute(const Key& k, float* x, float* w, float* y) {
+void Execute(ffi::ThreadPool& pool, const Key& key, float* x, float* w, float* y) {
+  const int64_t workers = key.xla_threads ? std::max<int64_t>(pool.num_threads(), 1) : 1;
+  const int64_t chunks = Chunks(key.n, workers, key.kind);
+  Key k = key;
+  k.n = key.n / chunks;
+  std::optional<OneOmpThread> one;  // on XLA's threads every oneDNN call is single-threaded, the reorders too
+  if (key.xla_threads) one.emplace();
   std::shared_ptr<Entry> e = Cached(k, Build);
   dnnl::stream stream(Engine());
-  memory src(Src(k), Engine(), x), dst(Dst(k), Engine(), y), plain(Kernel(k, tag::hwio), Engine(), w);
-  memory kernel = e->reorder ? memory(e->kernel_md, Engine(), Buffer(0, e->kernel_md.get_size())) : plain;
-  memory scratch(e->scratchpad_md, Engine(), Buffer(1, e->scratchpad_md.get_size()));
-  if (e->reorder && k.kind != kBwdWeights) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, kernel}});
-  if (k.kind == kFwd) {
-    e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
-  } else if (k.kind == kBwdData) {
-    e->primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, kernel}, {DNNL_ARG_DIFF_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
-  } else {
-    e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, kernel}, {DNNL_ARG_DIFF_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
-    if (e->reorder) e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, kernel}, {DNNL_ARG_TO, plain}});
+  memory plain(Kernel(k, tag::hwio), Engine(), w);
+  const size_t kernel_bytes = e->kernel_md.get_size();
+  const int64_t x_stride = k.n * k.h * k.w * k.c, y_stride = k.n * k.oh * k.ow * k.o;  // floats per chunk
+  // The kernel gradient of chunk i goes to partials + i * kernel_bytes, summed below (straight to the output when
+  // there is one chunk in the output's own layout).
+  char* partials = k.kind == kBwdWeights && (chunks > 1 || e->reorder)
+                       ? static_cast<char*>(Buffer(3, chunks * kernel_bytes))
+                       : nullptr;
+  void* kernel_data = w;
+  if (k.kind != kBwdWeights && e->reorder) {
+    kernel_data = Buffer(0, kernel_bytes);
+    memory blocked(e->kernel_md, Engine(), kernel_data);
+    e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, blocked}});
+    stream.wait();
   }
-  stream.wait();
+  auto run_chunk = [e, k, x, y, x_stride, y_stride, kernel_data, partials, kernel_bytes](int64_t i) {
+    dnnl::stream stream(Engine());
+    memory src(Src(k), Engine(), x + i * x_stride), dst(Dst(k), Engine(), y + i * y_stride);
+    memory scratch(e->scratchpad_md, Engine(), Buffer(1, e->scratchpad_md.get_size()));
+    if (k.kind == kBwdWeights) {
+      memory kernel(e->kernel_md, Engine(), partials ? partials + i * kernel_bytes : kernel_data);
+      e->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, kernel}, {DNNL_ARG_DIFF_DST, dst},
+                                    {DNNL_ARG_SCRATCHPAD, scratch}});
+    } else {
+      memory kernel(e->kernel_md, Engine(), kernel_data);
+      const int source = k.kind == kFwd ? DNNL_ARG_SRC : DNNL_ARG_DIFF_SRC;
+      const int dest = k.kind == kFwd ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
+      e->primitive.execute(stream, {{source, src}, {DNNL_ARG_WEIGHTS, kernel}, {dest, dst},
+                                    {DNNL_ARG_SCRATCHPAD, scratch}});
+    }
+    stream.wait();
+  };
+  if (workers > 1) {
+    ForChunks(pool, chunks, std::min(workers, chunks) - 1, run_chunk);
+  } else {
+    for (int64_t i = 0; i < chunks; ++i) run_chunk(i);
+  }
+  if (partials != nullptr) {
+    auto* sum = reinterpret_cast<float*>(partials);
+    const size_t floats = kernel_bytes / sizeof(float);
+    for (int64_t i = 1; i < chunks; ++i) {  // in chunk order: the same sum whichever thread made which part
+      const auto* part = reinterpret_cast<const float*>(partials + i * kernel_bytes);
+      for (size_t j = 0; j < floats; ++j) sum[j] += part[j];
+    }
+    memory summed(e->kernel_md, Engine(), partials);
+    if (e->reorder) {
+      e->kernel_reorder.execute(stream, {{DNNL_ARG_FROM, summed}, {DNNL_ARG_TO, plain}});
+      stream.wait();
+    } else {
+      std::memcpy(w, partials, kernel_bytes);
+    }
+  }
 }
 
 // An exception must not cross the FFI boundary (it would abort the process): every failure of `run`, in creating a
@@ -147,8 +262,8 @@ ffi::Error Guarded(const char* what, F&& run) {
   return ffi::Error::Success();
 }
 
-ffi::Error Run(const Key& k, float* x, float* w, float* y) {
-  return Guarded("oneDNN convolution", [&] { Execute(k, x, w, y); });
+ffi::Error Run(ffi::ThreadPool& pool, const Key& k, float* x, float* w, float* y) {
+  return Guarded("oneDNN convolution", [&] { Execute(pool, k, x, w, y); });
 }
 
 // The depthwise convolution with a fixed filter (StyleGAN2's [1, 3, 3, 1] blur): the filter is the same for every
@@ -201,26 +316,28 @@ void ExecuteDepthwise(const DepthwiseKey& k, const float* x, ffi::Span<const flo
 }
 
 Key MakeKey(int kind, ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
-            int64_t stride, int64_t pad) {
-  return {kind, x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], stride, pad};
+            int64_t stride, int64_t pad, int64_t xla_threads) {
+  return {kind, x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], stride, pad, xla_threads};
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
 using F32Result = ffi::ResultBuffer<ffi::F32>;
 
-ffi::Error Fwd(F32 x, F32 w, F32Result y, int64_t stride, int64_t pad) {
-  return Run(MakeKey(kFwd, x.dimensions(), w.dimensions(), y->dimensions(), stride, pad), x.typed_data(),
-             w.typed_data(), y->typed_data());
+ffi::Error Fwd(ffi::ThreadPool pool, F32 x, F32 w, F32Result y, int64_t stride, int64_t pad, int64_t xla_threads) {
+  const Key k = MakeKey(kFwd, x.dimensions(), w.dimensions(), y->dimensions(), stride, pad, xla_threads);
+  return Run(pool, k, x.typed_data(), w.typed_data(), y->typed_data());
 }
 
-ffi::Error BwdData(F32 dy, F32 w, F32Result dx, int64_t stride, int64_t pad) {
-  return Run(MakeKey(kBwdData, dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pad), dx->typed_data(),
-             w.typed_data(), dy.typed_data());
+ffi::Error BwdData(ffi::ThreadPool pool, F32 dy, F32 w, F32Result dx, int64_t stride, int64_t pad,
+                   int64_t xla_threads) {
+  const Key k = MakeKey(kBwdData, dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pad, xla_threads);
+  return Run(pool, k, dx->typed_data(), w.typed_data(), dy.typed_data());
 }
 
-ffi::Error BwdWeights(F32 x, F32 dy, F32Result dw, int64_t stride, int64_t pad) {
-  return Run(MakeKey(kBwdWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), stride, pad), x.typed_data(),
-             dw->typed_data(), dy.typed_data());
+ffi::Error BwdWeights(ffi::ThreadPool pool, F32 x, F32 dy, F32Result dw, int64_t stride, int64_t pad,
+                      int64_t xla_threads) {
+  const Key k = MakeKey(kBwdWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), stride, pad, xla_threads);
+  return Run(pool, k, x.typed_data(), dw->typed_data(), dy.typed_data());
 }
 
 ffi::Error Depthwise(F32 x, F32Result y, ffi::Span<const float> taps, int64_t pad_lo, int64_t pad_hi) {
@@ -236,7 +353,9 @@ ffi::Error Depthwise(F32 x, F32Result y, ffi::Span<const float> taps, int64_t pa
 
 }  // namespace
 
-#define GAN_JAX_BIND ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("stride").Attr<int64_t>("pad")
+#define GAN_JAX_BIND                                                                               \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("stride") \
+      .Attr<int64_t>("pad").Attr<int64_t>("xla_threads")
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvFwd, Fwd, GAN_JAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdData, BwdData, GAN_JAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GanJaxOnednnConvBwdWeights, BwdWeights, GAN_JAX_BIND);
