@@ -67,23 +67,32 @@ ONE_HOUR = {
 }
 
 
-def _fid_table(config: str, data: str, reference: str, *, wgan: float, ns: float) -> Table:
+# MNIST's one-hour row adds what took its FID from 8.33 to 4.89 (README, the one-hour table): the generator's learning
+# rate at 8e-4 (D's stays 2e-4), and sampling with standing statistics (16 batches of the generator's own samples in
+# training mode) instead of the EMA generator's running batch-norm averages. Fashion-MNIST keeps the plain recipe,
+# which met its goal (10.31) and has not been run with these.
+ONE_HOUR_MNIST = {**ONE_HOUR, "optim.g.lr": 8e-4, "standing_stats": 16}
+
+
+def _fid_table(
+    config: str, data: str, reference: str, *, wgan: float, ns: float, one_hour: dict = ONE_HOUR, extra: str = ""
+) -> Table:
     """Lucic et al.'s FID protocol for one dataset, with their best WGAN and NS GAN FIDs as the paper rows, and the
-    one-hour row."""
+    one-hour row (`one_hour`, described by `extra`)."""
     return Table(
         config=config,
         eval_name="fid",
         scores=("fid", "kid", "precision", "recall"),
         rows={
             "NS GAN (DCGAN)": {"batch_size": 64, "num_train_steps": 20 * 60_000 // 64},
-            "NS GAN (DCGAN-64) in one hour": ONE_HOUR,
+            "NS GAN (DCGAN-64) in one hour": one_hour,
         },
         paper=(
             ("WGAN (Lucic et al., best)", (wgan, None, None, None)),
             ("NS GAN (Lucic et al., best)", (ns, None, None, None)),
         ),
         protocol=f"{data} padded to 32x32; DCGAN, batch 64, 20 epochs (the one-hour row: half width, "
-        f"{ONE_HOUR['num_train_steps']:,} steps, learning rates decaying linearly to 0 over the second half); "
+        f"{one_hour['num_train_steps']:,} steps, learning rates decaying linearly to 0 over the second half{extra}); "
         "FID/KID/precision/recall of 10,000 samples "
         f"against the 10,000 {reference} (TF-Inception pool3)",
     )
@@ -103,7 +112,15 @@ TABLES: dict[str, Table] = {
         protocol="Stacked MNIST (128,000 training images, 1,000 modes); DCGAN, batch 64 (packs), Adam 2e-4 beta1 0.5, "
         "z of 100; 26,000 samples labelled by gan_jax's MNIST classifier; modes hit and KL to uniform",
     ),
-    "fid_mnist": _fid_table("configs/dcgan.py:mnist", "MNIST 60,000 training digits", "test digits", wgan=6.7, ns=6.8),
+    "fid_mnist": _fid_table(
+        "configs/dcgan.py:mnist",
+        "MNIST 60,000 training digits",
+        "test digits",
+        wgan=6.7,
+        ns=6.8,
+        one_hour=ONE_HOUR_MNIST,
+        extra="; G lr 8e-4; sampled with 16 batches of standing statistics",
+    ),
     "fid_fashion_mnist": _fid_table(
         "configs/dcgan.py:fashion_mnist", "Fashion-MNIST 60,000 training images", "test images", wgan=21.5, ns=26.5
     ),

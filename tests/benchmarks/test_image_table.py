@@ -49,6 +49,10 @@ def test_protocol_configs(table):
         27_000,
     )
     assert (hour.lr_decay, hour.lr_decay_start, hour.lr_decay_final, hour.ema_decay) == ("linear", 13_500, 0.0, 0.999)
+    assert (hour.optim.g.lr, hour.standing_stats) == (2e-4, 0)  # Fashion-MNIST: the plain recipe (FID 10.31)
+    mnist_hour = table.row_config(table.TABLES["fid_mnist"], "NS GAN (DCGAN-64) in one hour", 0)
+    assert (mnist_hour.optim.g.lr, mnist_hour.optim.d.lr, mnist_hour.standing_stats) == (8e-4, 2e-4, 16)  # FID 4.89
+    assert (mnist_hour.num_train_steps, mnist_hour.model.g_width) == (27_000, 64)
     # An explicit --set wins over the row's own value; the rest of the row stays.
     short = table.row_config(
         table.TABLES["fid_mnist"],
