@@ -15,7 +15,9 @@ per step, median ms per call; then one JSON line of medians over the runs:
 
   `jax_step_ms`, `torch_step_ms`        wall time per step under the logging (which adds a line per call)
   `jax_onednn_ms`, `torch_onednn_ms`    oneDNN time per step (the sum of the calls; gan_jax's includes the small
-                                        matrix products XLA:CPU itself hands to its own copy of oneDNN, `gemm_api`)
+                                        matrix products XLA:CPU itself hands to its own copy of oneDNN, `gemm_api`;
+                                        with onednn_threads="xla" the calls are single-threaded chunks on
+                                        several threads, so this is CPU time, and the busy time below is the wall)
   `jax_onednn_busy_ms`                  wall time per step during which at least one oneDNN call ran: below the sum
                                         when XLA runs two at once (independent instructions run concurrently)
   `jax_overlapped_calls`                share of gan_jax's calls that overlapped another oneDNN call
