@@ -90,8 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.best_metric = ""
     c.best_mode = "min"
 
-    # CPU only: which threads run the oneDNN convolutions, "xla" (the batch in chunks on XLA's own threads) or
-    # "openmp" (one OpenMP team per convolution, every core, as PyTorch runs them); see gan_jax/layers/onednn.py.
+    # CPU only: which threads run the train step's oneDNN convolutions (sampling and evaluation keep OpenMP teams),
+    # "xla" (the batch in chunks on XLA's own threads) or "openmp" (one OpenMP team per convolution, every core, as
+    # PyTorch runs them); see gan_jax/layers/onednn.py.
     # Speed only, not the math: "xla" was 18% faster for StyleGAN2's step, 12% for BigGAN's and 5% for SNGAN's,
     # "openmp" 8% faster for DCGAN's, whose config picks it.
     c.onednn_threads = "xla"
