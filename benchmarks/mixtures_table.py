@@ -12,6 +12,10 @@ PacGAN-m rows follow the paper's code: the dataset holds 100,000 *packs* of m po
 
     .venv/bin/python benchmarks/mixtures_table.py                      # the paper's schedule: 400 epochs, 10 seeds
     .venv/bin/python benchmarks/mixtures_table.py --epochs=20 --seeds=5 --name=mixtures_20ep
+    .venv/bin/python benchmarks/mixtures_table.py --mixtures=grid --methods=GAN+EMA+decay --set r1_gamma=0.1
+
+`--set KEY=VALUE` (repeatable) changes any config key of every row after the row's own changes, to try a recipe
+with one command; the changes are part of the row's name in the table and of its state folder.
 
 Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed scores, mean and standard error of
 each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
@@ -34,6 +38,7 @@ import math
 import os
 import shlex
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import load_config  # noqa: E402
+from gan_jax.config import ConfigError, config_get, load_config, parse_overrides  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
 from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
@@ -60,6 +65,7 @@ METHODS: dict[str, dict] = {
     # gan_jax's additions: samples from an EMA of G's weights (averages out Adam's jitter, which is what spreads
     # samples around the 0.01-std ring modes) and a learning rate decaying linearly to 0 over the run.
     "GAN+EMA+decay": {"pack": 1, "ema_decay": 0.999, "lr_decay": "linear"},
+    "PacGAN2+EMA+decay": {"pack": 2, "ema_decay": 0.999, "lr_decay": "linear"},
     "PacGAN4+EMA+decay": {"pack": 4, "ema_decay": 0.999, "lr_decay": "linear"},
 }
 
@@ -80,8 +86,9 @@ PAPER_ROWS = {
 }
 
 
-def row_config(mixture: str, method: str, epochs: float):
-    """The paper config for `mixture` with `method`'s changes, trained for `epochs` epochs of 1,000 updates."""
+def row_config(mixture: str, method: str, epochs: float, overrides: dict | None = None):
+    """The paper config for `mixture` with `method`'s changes, then `overrides` ({dotted key: value}, `--set`),
+    trained for `epochs` epochs of 1,000 updates."""
     config = load_config(f"{ROOT / 'configs' / 'gan_mog.py'}:{mixture}_paper")
     changes = dict(METHODS[method])
     m = changes.pop("pack")
@@ -94,6 +101,16 @@ def row_config(mixture: str, method: str, epochs: float):
         for part in path:
             target = target[part]
         target[last] = value
+    if overrides:
+        for key in overrides:  # an unknown key is refused, not added to the config
+            parent, _, last = key.rpartition(".")
+            node = config_get(config, parent) if parent else config
+            if not hasattr(node, "keys") or last not in node:
+                raise ConfigError(f"--set {key}: the config has no such key")
+        try:
+            config.update_from_flattened_dict(overrides)
+        except TypeError as e:
+            raise ConfigError(f"--set: {e}") from None
     config.num_train_steps = int(round(epochs * config.data.num_examples / config.batch_size))
     return config
 
@@ -111,9 +128,18 @@ def measure_vmap(mixture: str, seeds: list[int], steps: int) -> dict:
     return out
 
 
-def row_dir(workdir: str, mixture: str, method: str, seeds: list[int], epochs: float) -> str:
+def label(method: str, overrides: dict | None) -> str:
+    """The row's name in the table: the method, with the `--set` changes when there are any."""
+    if not overrides:
+        return method
+    return f"{method} ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))})"
+
+
+def row_dir(
+    workdir: str, mixture: str, method: str, seeds: list[int], epochs: float, overrides: dict | None = None
+) -> str:
     """The folder of one row's state: its setting is in the name, so a different setting never meets its state."""
-    slug = "".join(c if c.isalnum() else "_" for c in method)
+    slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in label(method, overrides))
     return os.path.join(workdir, f"{mixture}_{slug}_{len(seeds)}seeds_{epochs:g}ep")
 
 
@@ -141,11 +167,12 @@ def run_row(
     workdir: str,
     checkpoint_every: float = 10,
     stop_at_step: int = 0,
+    overrides: dict | None = None,
 ) -> dict | None:
     """Trains (or resumes, or reads back) one row over its seeds and scores it. `stop_at_step` > 0 stops training
     there after a checkpoint and returns None, as an interruption would (for tests)."""
-    config = row_config(mixture, method, epochs)
-    directory = row_dir(workdir, mixture, method, seeds, epochs)
+    config = row_config(mixture, method, epochs, overrides)
+    directory = row_dir(workdir, mixture, method, seeds, epochs, overrides)
     done_path, samples_path = os.path.join(directory, "row.json"), os.path.join(directory, "samples_seed0.npy")
     if os.path.exists(done_path) and os.path.exists(samples_path):
         row = json.loads(Path(done_path).read_text())
@@ -204,6 +231,7 @@ def run_row(
         "batch_size": config.batch_size,
         "pack": config.pack,
         "changes": METHODS[method],
+        "overrides": overrides or {},
         "num_samples": num_samples,
         "per_seed": per_seed,
         "wall_s": round(wall_before + time.perf_counter() - t0, 1),  # every invocation's, when resumed
@@ -236,7 +264,7 @@ def markdown(rows: list[dict], header: str) -> str:
         ]
         for r in (r for r in rows if r["mixture"] == mixture):
             lines.append(
-                f"| gan_jax {r['method']} | {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
+                f"| gan_jax {label(r['method'], r.get('overrides'))} | {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
                 f"| {r['high_quality_pct_mean']:.1f} ± {r['high_quality_pct_sem']:.1f} "
                 f"| {r['reverse_kl_mean']:.3f} ± {r['reverse_kl_sem']:.3f} | {len(r['seeds'])} | {r['epochs']:g} "
                 f"| {r['wall_s'] / 60:.1f} min |"
@@ -262,9 +290,9 @@ def scatter(rows: list[dict], path: str) -> None:
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0)
         ax.scatter(means[:, 0], means[:, 1], s=25, marker="x", color="tab:red")
         s = r["per_seed"][0]
+        name = textwrap.fill(f"{r['mixture']} {label(r['method'], r.get('overrides'))} (seed {s['seed']})", 44)
         ax.set_title(
-            f"{r['mixture']} {r['method']} (seed {s['seed']})\n"
-            f"{s['modes']} modes, {s['high_quality_pct']:.1f}% HQ, KL {s['reverse_kl']:.3f}",
+            f"{name}\n{s['modes']} modes, {s['high_quality_pct']:.1f}% HQ, KL {s['reverse_kl']:.3f}",
             fontsize=8,
         )
         lim = 1.5 if r["mixture"] == "ring" else 5.5
@@ -290,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--name", default="mixtures")
     p.add_argument("--workdir", default="", help="where rows keep their state (default runs/mixtures_table/<name>)")
     p.add_argument("--checkpoint_every", type=float, default=10, help="epochs between checkpoints of a row")
+    p.add_argument("--set", action="append", default=[], help="a config change for every row, e.g. r1_gamma=0.1")
     p.add_argument("--stop_at_step", type=int, default=0, help=argparse.SUPPRESS)  # tests: an interruption
     args = p.parse_args(argv)
     mixtures = [m for m in args.mixtures.split(",") if m]
@@ -302,6 +331,12 @@ def main(argv: list[str] | None = None) -> dict:
             p.error(f"--mixtures: unknown mixture {m!r}; choose from {', '.join(PAPER_ROWS)}")
     if args.seeds < 1 or args.epochs <= 0 or args.checkpoint_every <= 0:
         p.error("--seeds must be >= 1, --epochs and --checkpoint_every > 0")
+    try:
+        overrides = parse_overrides(args.set)
+        for mixture in mixtures:  # an unknown key fails here, before any training
+            row_config(mixture, methods[0] if methods else "GAN", args.epochs, overrides)
+    except ConfigError as e:
+        p.error(str(e))
     workdir = args.workdir or str(ROOT / "runs" / "mixtures_table" / args.name)
     seeds = list(range(args.seeds))
     os.makedirs(args.out_dir, exist_ok=True)
@@ -310,9 +345,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.measure_vmap:
         result["vmap"] = measure_vmap(mixtures[0], seeds, args.measure_vmap)
         print(json.dumps(result["vmap"]), flush=True)
-    rows = []
+    rows, rows_s = [], 0.0
     for mixture in mixtures:
         for method in methods:
+            t_row = time.perf_counter()
             row = run_row(
                 mixture,
                 method,
@@ -323,7 +359,9 @@ def main(argv: list[str] | None = None) -> dict:
                 workdir,
                 args.checkpoint_every,
                 args.stop_at_step,
+                overrides,
             )
+            rows_s += time.perf_counter() - t_row
             if row is None:
                 print(f"stopped at step {args.stop_at_step}; run the same command again to resume", file=sys.stderr)
                 return result
@@ -331,7 +369,9 @@ def main(argv: list[str] | None = None) -> dict:
             public = {k: v for k, v in row.items() if k != "samples_seed0"}
             result["rows"].append(public)
             print(json.dumps({k: v for k, v in public.items() if k != "per_seed"}), flush=True)
-    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    # A row's wall_s spans every invocation that trained it, so rows read back or resumed count their earlier time.
+    outside_rows_s = time.perf_counter() - t0 - rows_s
+    result["wall_s"] = round(outside_rows_s + sum(r["wall_s"] for r in result["rows"]), 1)
     base = os.path.join(args.out_dir, args.name)
     fileio.write_json(base + ".json", result)
     header = (

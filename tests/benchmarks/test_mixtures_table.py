@@ -31,6 +31,16 @@ def test_paper_rows_are_configured_as_in_the_paper(table):
     assert gan.optim.d.lr == 1e-4 and gan.optim.g.b1 == 0.8
 
 
+def test_set_changes_every_row_and_names_it(table):
+    changes = {"r1_gamma": 0.1, "optim.g.lr": 1e-3}
+    config = table.row_config("grid", "PacGAN4", 1, changes)
+    assert (config.r1_gamma, config.optim.g.lr, config.optim.d.lr, config.pack) == (0.1, 1e-3, 1e-4, 4)
+    assert table.label("GAN", changes) == "GAN (optim.g.lr=0.001, r1_gamma=0.1)" and table.label("GAN", {}) == "GAN"
+    # A row with changes keeps its state apart from the same row without them.
+    plain, changed = (table.row_dir("w", "grid", "GAN", [0], 20, o) for o in (None, changes))
+    assert plain == "w/grid_GAN_1seeds_20ep" and changed != plain
+
+
 def test_quick_table(table, tmp_path):
     out = table.main(
         [
@@ -66,6 +76,10 @@ def test_bad_arguments_are_refused(table, capsys):
     with pytest.raises(SystemExit):
         table.main(["--methods=WGAN"])
     assert "unknown method 'WGAN'" in capsys.readouterr().err
+    for item, message in (("r1_gama=0.1", "--set r1_gama: the config has no such key"), ("r1_gamma=x", "cannot")):
+        with pytest.raises(SystemExit):
+            table.main([f"--set={item}"])
+        assert message in capsys.readouterr().err
 
 
 def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(table, tmp_path, capsys):
@@ -100,4 +114,6 @@ def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tabl
     again = table.main(resumable)  # finished: read back, not trained again
     assert "finished earlier, read back" in capsys.readouterr().err
     assert again["rows"][0]["per_seed"] == want["per_seed"]
+    # The table's time is the rows' time over every invocation, not just the seconds it took to read them back.
+    assert again["wall_s"] >= again["rows"][0]["wall_s"] == resumed["rows"][0]["wall_s"] > 0
     assert (tmp_path / "resumed.png").stat().st_size > 10_000
