@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import ConfigError, config_get, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, apply_overrides, load_config, parse_overrides  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
 from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
@@ -101,16 +101,7 @@ def row_config(mixture: str, method: str, epochs: float, overrides: dict | None 
         for part in path:
             target = target[part]
         target[last] = value
-    if overrides:
-        for key in overrides:  # an unknown key is refused, not added to the config
-            parent, _, last = key.rpartition(".")
-            node = config_get(config, parent) if parent else config
-            if not hasattr(node, "keys") or last not in node:
-                raise ConfigError(f"--set {key}: the config has no such key")
-        try:
-            config.update_from_flattened_dict(overrides)
-        except TypeError as e:
-            raise ConfigError(f"--set: {e}") from None
+    apply_overrides(config, overrides or {})
     config.num_train_steps = int(round(epochs * config.data.num_examples / config.batch_size))
     return config
 

@@ -257,8 +257,22 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """Sets {dotted key: value} in `config` (the benchmarks' `--set`), refusing a key the config does not have, which
+    `update_from_flattened_dict` would silently add, and a value of the wrong type, with a ConfigError."""
+    for key in overrides:
+        parent, _, last = key.rpartition(".")
+        node = config_get(config, parent) if parent else config
+        if not hasattr(node, "keys") or last not in node:
+            raise ConfigError(f"--set {key}: the config has no such key")
+    try:
+        config.update_from_flattened_dict(overrides)
+    except TypeError as e:
+        raise ConfigError(f"--set: {e}") from None
+
+
 def parse_overrides(items: list[str]) -> dict:
-    """`KEY=VALUE` strings (the benchmarks' `--set`) -> {dotted key: value}, for `update_from_flattened_dict`.
+    """`KEY=VALUE` strings (the benchmarks' `--set`) -> {dotted key: value}, for `apply_overrides`.
 
     A value is read as JSON where it parses (numbers, booleans, null, lists), else kept as the string itself.
     """
