@@ -63,7 +63,7 @@ configure_xla()
 
 import ml_collections  # noqa: E402
 
-from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, load_config  # noqa: E402
 
 RECIPE: dict[str, Any] = {
     "model": {"conv": [32, 64], "kernel": 3, "pool": 2, "dense": 128},
@@ -407,7 +407,7 @@ def load_synthetic(args, config) -> tuple[dict, ml_collections.ConfigDict]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="", help="configs/<x>.py[:variant] of the model (and its real data)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config change, as at training")
+    add_set_flag(p, "a change to --config's config")
     p.add_argument("--workdir", default="", help="a trained class-conditional model's workdir")
     p.add_argument("--synthetic", default="", help="an existing synthetic .npz (instead of --workdir)")
     p.add_argument("--per_class", type=int, default=None, help="synthetic images per class (default: the real set's)")
@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("pass exactly one of --workdir (a trained conditional model) and --synthetic (an npz)")
     if args.workdir and not args.config:
         p.error("--workdir needs --config (the config the model was trained with)")
+    if args.set and not args.config:
+        p.error("--set changes --config's config: pass --config too")
     if args.seeds < 1 or args.epochs <= 0 or (args.per_class is not None and args.per_class < 1):
         p.error("--seeds and --per_class must be >= 1 and --epochs > 0")
     try:
@@ -436,9 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     try:
-        config = load_config(args.config) if args.config else None
-        if config is not None:
-            config.update_from_flattened_dict(parse_overrides(args.set))
+        config = load_config(args.config, dict(args.set)) if args.config else None
         synth, config = load_synthetic(args, config)
         x_real, y_real, num_classes = real_split(config)
         x_test, y_test, _ = real_split(config, args.test_split)

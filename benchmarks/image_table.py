@@ -38,7 +38,7 @@ from gan_jax.env import configure_xla  # noqa: E402
 configure_xla()
 
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config  # noqa: E402
 from gan_jax.train.seeds import mean_sem  # noqa: E402
 
 
@@ -140,14 +140,13 @@ def row_config(table: Table, row: str, seed: int, steps: int = 0, num_samples: i
     overridden batch size, and again after them for the keys the row sets itself: what the user sets explicitly wins
     (a one-hour row trained for fewer steps, with its decay moved to match)."""
     overrides = overrides or {}
-    config = load_config(str(ROOT / table.config))
-    config.update_from_flattened_dict(overrides)
+    config = load_config(str(ROOT / table.config), overrides)
     changes = dict(table.rows[row])
     m = changes.pop("pack", 1)
     config.pack = m
     config.batch_size *= m
-    config.update_from_flattened_dict(changes)
-    config.update_from_flattened_dict({k: v for k, v in overrides.items() if k in changes})
+    apply_overrides(config, changes)
+    apply_overrides(config, {k: v for k, v in overrides.items() if k in changes})
     config.seed = seed
     if steps:
         config.num_train_steps = steps
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=0, help="train every run this many steps (0: the protocol's)")
     p.add_argument("--num_samples", type=int, default=0, help="score this many samples (0: the protocol's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config change")
+    add_set_flag(p)
     p.add_argument("--root", default=str(ROOT / "runs" / "tables"), help="where the runs' workdirs live")
     p.add_argument("--out_dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="", help="results file name (default: the table's name)")
@@ -254,8 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds < 1 or args.steps < 0 or args.num_samples < 0:
         p.error("--seeds must be >= 1, --steps and --num_samples >= 0")
     name = args.name or args.table
+    overrides = dict(args.set)
     try:
-        overrides = parse_overrides(args.set)
+        for row in rows:  # a misspelled key fails here, before any training
+            row_config(table, row, 0, args.steps, args.num_samples, overrides)
     except ConfigError as e:
         p.error(str(e))
     os.makedirs(args.out_dir, exist_ok=True)

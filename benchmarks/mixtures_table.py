@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import ConfigError, apply_overrides, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
 from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
@@ -95,12 +95,7 @@ def row_config(mixture: str, method: str, epochs: float, overrides: dict | None 
     config.pack = m
     config.batch_size = 100 * m
     config.data.num_examples = 100_000 * m
-    for key, value in changes.items():
-        target = config
-        *path, last = key.split(".")
-        for part in path:
-            target = target[part]
-        target[last] = value
+    apply_overrides(config, changes)
     apply_overrides(config, overrides or {})
     config.num_train_steps = int(round(epochs * config.data.num_examples / config.batch_size))
     return config
@@ -309,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--name", default="mixtures")
     p.add_argument("--workdir", default="", help="where rows keep their state (default runs/mixtures_table/<name>)")
     p.add_argument("--checkpoint_every", type=float, default=10, help="epochs between checkpoints of a row")
-    p.add_argument("--set", action="append", default=[], help="a config change for every row, e.g. r1_gamma=0.1")
+    add_set_flag(p, "a config change for every row")
     p.add_argument("--stop_at_step", type=int, default=0, help=argparse.SUPPRESS)  # tests: an interruption
     args = p.parse_args(argv)
     mixtures = [m for m in args.mixtures.split(",") if m]
@@ -323,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds < 1 or args.epochs <= 0 or args.checkpoint_every <= 0:
         p.error("--seeds must be >= 1, --epochs and --checkpoint_every > 0")
     try:
-        overrides = parse_overrides(args.set)
+        overrides = dict(args.set)
         for mixture in mixtures:  # an unknown key fails here, before any training
             row_config(mixture, methods[0] if methods else "GAN", args.epochs, overrides)
     except ConfigError as e:

@@ -142,7 +142,7 @@ def table(calls: list[Call], steps: int) -> list[str]:
 def run_side(side: str, args: argparse.Namespace, shared_file: str) -> tuple[dict, list[Call]]:
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "ONEDNN_VERBOSE_TIMESTAMP": "1"}
     cmd = [sys.executable, os.path.abspath(__file__), f"--_side={side}", f"--_shared_file={shared_file}"]
-    cmd += [f"--config={args.config}", f"--steps={args.steps}"] + [f"--set={s}" for s in args.set]
+    cmd += [f"--config={args.config}", f"--steps={args.steps}"] + [f"--set={k}={json.dumps(v)}" for k, v in args.set]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = proc.stdout.splitlines()
     marks = [json.loads(line[len(_MARK) :]) for line in lines if line.startswith(_MARK)]
@@ -154,18 +154,19 @@ def run_side(side: str, args: argparse.Namespace, shared_file: str) -> tuple[dic
 
 
 def main() -> None:
-    from gan_jax.config import ConfigError, parse_overrides
+    from gan_jax.config import ConfigError, add_set_flag, load_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/dcgan.py", help="config spec")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per side (after warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="processes per side, alternated; medians reported")
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. --set batch_size=64")
+    add_set_flag(parser)
     parser.add_argument("--_side", choices=("jax", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--_shared_file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = dict(args.set)
     try:
-        overrides = parse_overrides(args.set)
+        load_config(args.config, overrides)  # a misspelled key is a usage error, not a traceback
     except ConfigError as e:
         parser.error(str(e))
     if args._side:

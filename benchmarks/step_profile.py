@@ -42,7 +42,7 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 
-from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, load_config  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^  (?:ROOT )?%(\S+) = (\S+) ([\w-]+)\((.*)$", re.M)
 _COMPUTATION = re.compile(r"^%(\S+) \([^\n]*\{\n(.*?)\n\}", re.M | re.S)
@@ -81,8 +81,7 @@ def profile(spec: str, overrides: dict, steps: int) -> tuple[float, collections.
     from gan_jax.train import parallel
     from gan_jax.train.experiment import setup
 
-    config = load_config(spec)
-    config.update_from_flattened_dict(overrides)
+    config = load_config(spec, overrides)
     exp = setup(config, tempfile.mkdtemp())
     state = exp.init_state()
     batches = exp.dataset.iterate(0, config.batch_size * config.n_critic)
@@ -117,13 +116,13 @@ def main() -> None:
     parser.add_argument("--config", default="configs/dcgan.py", help="config spec")
     parser.add_argument("--steps", type=int, default=8, help="profiled steps (after 3 warm-up steps)")
     parser.add_argument("--top", type=int, default=25, help="instructions to list")
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. --set batch_size=64")
+    add_set_flag(parser)
     args = parser.parse_args()
     try:
-        overrides = parse_overrides(args.set)
+        load_config(args.config, dict(args.set))  # a misspelled key is a usage error, not a traceback
     except ConfigError as e:
         parser.error(str(e))
-    wall, times, described = profile(args.config, overrides, args.steps)
+    wall, times, described = profile(args.config, dict(args.set), args.steps)
     per_step = lambda us: us / args.steps / 1e3  # noqa: E731  microseconds over the run -> ms per step
     total = per_step(sum(times.values()))
     print(f"{args.config}: {1e3 * wall:.1f} ms per step (wall, under the profiler); instructions: {total:.1f} ms")

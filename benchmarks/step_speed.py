@@ -60,7 +60,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from gan_jax.config import ConfigError, load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, load_config  # noqa: E402
 
 # jax is imported inside the functions that use it, so that the torch worker processes never load it.
 
@@ -90,12 +90,6 @@ def torch_reference_problem(config) -> str | None:
     return _reference_module(name).reference_problem(config)
 
 
-def _load(spec: str, overrides: dict):
-    config = load_config(spec)
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # gan_jax.
 
@@ -111,7 +105,7 @@ class JaxBench:
         from gan_jax.train.experiment import setup
 
         self.jax, self.parallel, self.steps = jax, parallel, steps
-        self.config = config = _load(spec, overrides)
+        self.config = config = load_config(spec, overrides)
         self.exp = exp = setup(config, tempfile.mkdtemp())
         self.state = exp.init_state()
         self.step = 0  # the state's step, kept on the host: the game's phase of each step (e.g. StyleGAN2's lazy
@@ -257,7 +251,7 @@ def torch_reference(spec: str, overrides: dict, shared_file: str, variant: str, 
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    config = _load(spec, overrides)
+    config = load_config(spec, overrides)
     ref_module = _reference_module(config.model.name)
     with open(shared_file, "rb") as f:
         shared = pickle.load(f)
@@ -324,7 +318,7 @@ class Worker:
         self.variant = variant
         cmd = [sys.executable, os.path.abspath(__file__), f"--_worker={variant}", f"--_shared_file={shared_file}"]
         cmd += [f"--config={spec}", f"--steps={args.steps}", f"--torch_optimizer={args.torch_optimizer}"]
-        cmd += [f"--set={item}" for item in args.set]
+        cmd += [f"--set={key}={json.dumps(value)}" for key, value in args.set]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def recv(self) -> dict:
@@ -352,7 +346,7 @@ class Worker:
 
 
 def compare_with_torch(spec: str, args: argparse.Namespace, overrides: dict) -> dict:
-    config = _load(spec, overrides)
+    config = load_config(spec, overrides)
     variants = ["jax", "torch_nchw", "torch_channels_last"] + (["torch_compile"] if args.torch_compile else [])
     tmp = tempfile.mkdtemp(prefix="step_speed_")
     shared_file = os.path.join(tmp, "shared.pkl")
@@ -440,7 +434,7 @@ def main() -> None:
     parser.add_argument("--config", action="append", help="config spec (repeatable); default: the DCGAN default")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. --set batch_size=64")
+    add_set_flag(parser)
     parser.add_argument(
         "--torch",
         action=argparse.BooleanOptionalAction,
@@ -454,8 +448,10 @@ def main() -> None:
     parser.add_argument("--_worker", choices=("jax",) + TORCH_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--_shared_file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = dict(args.set)
     try:
-        overrides = parse_overrides(args.set)
+        for spec in args.config or ["configs/dcgan.py"]:  # a misspelled key is a usage error, not a traceback
+            load_config(spec, overrides)
     except ConfigError as e:
         parser.error(str(e))
     if args._worker == "jax":
@@ -469,7 +465,7 @@ def main() -> None:
     if args.torch and not have_torch:
         parser.error("--torch needs torch: pip install -r requirements-bench.txt")
     for spec in args.config or ["configs/dcgan.py"]:
-        problem = torch_reference_problem(_load(spec, overrides))
+        problem = torch_reference_problem(load_config(spec, overrides))
         if args.torch and problem:
             print(f"{spec}: no torch comparison: {problem}", file=sys.stderr)
         if args.torch is not False and have_torch and not problem:

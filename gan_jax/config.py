@@ -7,6 +7,9 @@ a type system cannot express (ranges, divisibility, known names) live in `valida
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import ml_collections
 
 LOSSES = ("minimax", "non_saturating", "hinge", "wasserstein", "least_squares")
@@ -243,8 +246,9 @@ def config_get(config: ml_collections.ConfigDict, dotted: str):
     return value
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/config.py[:arg]` the way `--config=` does, for tests, benchmarks and notebooks."""
+def load_config(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:arg]` the way `--config=` does, for tests, benchmarks and notebooks, then applies
+    `overrides` ({dotted key: value}, a benchmark's `--set`) with `apply_overrides`, so a misspelled key is refused."""
     import importlib.util
     import os
 
@@ -254,7 +258,9 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module_spec = importlib.util.spec_from_file_location(f"_gan_jax_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    config = module.get_config(arg) if arg else module.get_config()
+    apply_overrides(config, overrides or {})
+    return config
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
@@ -271,20 +277,23 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
         raise ConfigError(f"--set: {e}") from None
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """`KEY=VALUE` strings (the benchmarks' `--set`) -> {dotted key: value}, for `apply_overrides`.
+def add_set_flag(parser: argparse.ArgumentParser, help: str = "a config change (repeatable)") -> None:
+    """Gives a benchmark's `parser` the repeatable `--set KEY=VALUE` flag: `dict(args.set)` is {dotted key: value}
+    for `load_config` / `apply_overrides`, and a malformed item is argparse's own usage error."""
+    parser.add_argument("--set", action="append", default=[], type=override, metavar="KEY=VALUE", help=help)
+
+
+def override(item: str) -> tuple[str, Any]:
+    """One `--set` item -> (dotted key, value), argparse's `type=` for the flag `add_set_flag` adds.
 
     A value is read as JSON where it parses (numbers, booleans, null, lists), else kept as the string itself.
     """
     import json
 
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{item!r}: use KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

@@ -66,7 +66,7 @@ import torch  # noqa: E402
 
 from benchmarks.torch_refs import conditional_common as cc  # noqa: E402
 from benchmarks.torch_refs.checking import compare  # noqa: E402
-from gan_jax.config import load_config, parse_overrides  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, load_config  # noqa: E402
 from gan_jax.objectives.conditional import ConditionalGAN  # noqa: E402
 from gan_jax.objectives.game import apply_network  # noqa: E402
 from gan_jax.train.experiment import build_game  # noqa: E402
@@ -194,8 +194,7 @@ class Checker:
         overrides: dict[str, Any] | None = None,
     ):
         self.ref_module = importlib.import_module(f"benchmarks.torch_refs.{model}")
-        config = load_config(spec)
-        config.update_from_flattened_dict(overrides or {})
+        config = load_config(spec, overrides)
         config.batch_size = batch
         config.seed = seed
         reason = self.ref_module.reference_problem(config)
@@ -477,7 +476,7 @@ def main(model: str = "biggan") -> None:
     parser.add_argument("--perturb", type=float, default=0.2, help="noise on parameters that start constant")
     parser.add_argument("--compile", action="store_true", help="also check the torch.compile'd step")
     parser.add_argument("--layouts", default="nchw,channels_last", help="comma-separated: nchw, channels_last")
-    parser.add_argument("--set", action="append", default=[], help="config override, e.g. --set model.hier=false")
+    add_set_flag(parser, "a config change, e.g. model.hier=false")
     defaults = Tolerances()
     for field in dataclasses.fields(Tolerances):
         parser.add_argument(f"--{field.name}", type=float, default=getattr(defaults, field.name))
@@ -485,7 +484,11 @@ def main(model: str = "biggan") -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     tol = Tolerances(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Tolerances)})
     layouts = [v for v in args.layouts.split(",") if v] + (["compile"] if args.compile else [])
-    overrides = parse_overrides(args.set)
+    overrides = dict(args.set)
+    try:
+        load_config(args.config, overrides)  # a misspelled key is a usage error, not a traceback
+    except ConfigError as e:
+        parser.error(str(e))
     checker = Checker(model, args.config, args.batch, args.steps, args.seed, args.perturb, tol, overrides)
     failures: list[str] = []
     for t, (err, errs) in enumerate(checker.chain_errors):
@@ -495,7 +498,7 @@ def main(model: str = "biggan") -> None:
         checker.run_layout(layout, failures)
     c = checker.config
     what = f"{', '.join(layouts)}; {args.steps} steps, batch {args.batch} x n_critic {c.n_critic}, {args.config}"
-    what += "".join(f" --set {item}" for item in args.set)
+    what += "".join(f" --set {key}={value}" for key, value in overrides.items())
     if failures:
         print(f"FAILED ({what}): {len(failures)} mismatches", *failures[:40], sep="\n")
         raise SystemExit(1)
