@@ -68,6 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.pack = 1  # PacGAN (Lin et al. 2018): D judges packs of this many samples stacked on the channel axis; 1 = off
     c.diffaugment = ""  # DiffAugment (Zhao et al. 2020) policy for images, e.g. "color,translation,cutout"; "" = off
     c.unroll_steps = 0  # unrolled GAN (Metz et al. 2017): G's loss against D advanced this many look-ahead steps
+    # Top-k training (Sinha et al. 2020): G learns only from the fraction of its batch that D rates most real, which
+    # starts at 1 and shrinks by topk_decay per epoch down to topk_keep (their 0.99 and 0.5); topk_keep 1 = off.
+    c.topk_keep = 1.0
+    c.topk_decay = 0.99
     c.optim = ml_collections.ConfigDict({"g": _optimizer(2e-4), "d": _optimizer(2e-4)})
     # Learning-rate decay of both players over num_train_steps: "constant", "linear" or "cosine" (to
     # lr_decay_final times the optimizer's lr at the last step), starting at step lr_decay_start (sngan_projection's
@@ -203,6 +207,8 @@ def _validate_mitigations(config: ml_collections.ConfigDict, need) -> None:
 
     need(config.pack >= 1, "pack", "must be >= 1 (1 = no packing)")
     need(config.unroll_steps >= 0, "unroll_steps", "must be >= 0 (0 = no unrolling)")
+    need(0.0 < config.topk_keep <= 1.0, "topk_keep", "is the least fraction of the batch G learns from: in (0, 1]")
+    need(0.0 < config.topk_decay <= 1.0, "topk_decay", "is the kept fraction's factor per epoch: in (0, 1]")
     need(config.batch_size % config.pack == 0, "pack", f"must divide the batch size ({config.batch_size})")
     try:
         parse_policy(config.diffaugment)

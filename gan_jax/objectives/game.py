@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from gan_jax.layers.normalization import MOMENTS_COLLECTION, standing_statistics
 from gan_jax.objectives.augment import diff_augment
-from gan_jax.objectives.losses import AdversarialLoss
+from gan_jax.objectives.losses import AdversarialLoss, top_k_generator_loss
 from gan_jax.objectives.packing import pack
 from gan_jax.objectives.regularizers import gradient_penalty, r1_penalty
 
@@ -201,6 +201,10 @@ class UnconditionalGAN(TwoPlayerGame):
         fake_logits, _ = apply_network(
             self.discriminator, params["discriminator"], state["discriminator"], fake, train=True, rng=d_rng
         )
+        if "g_keep" in batch:  # top-k training: the fraction of the samples G learns from (train/step.py)
+            keep = batch["g_keep"][0]
+            loss = top_k_generator_loss(self.loss.g, fake_logits, keep)
+            return loss, ({"generator": g_state}, {"g_loss": loss, "g_keep": keep})
         loss = self.loss.g(fake_logits)
         return loss, ({"generator": g_state}, {"g_loss": loss})
 

@@ -49,6 +49,20 @@ LOSSES: dict[str, AdversarialLoss] = {
 }
 
 
+def top_k_generator_loss(g: Callable[[Array], Array], fake_logits: Array, keep: Array) -> Array:
+    """G's loss `g` over only the fraction `keep` (traced, in (0, 1]) of its samples that D rates most real: top-k
+    training (Sinha et al. 2020). The others contribute no gradient, because the worst-rated samples' gradients can
+    push samples away from the nearest mode (their mixture-of-Gaussians analysis); at least one sample is kept.
+    Every loss of `LOSSES` is a mean over logits, so `g` of one row is that row's share of the loss."""
+    n = fake_logits.shape[0]
+    rows = fake_logits.reshape(n, -1)
+    per_sample = jax.vmap(lambda row: g(row[None]))(rows)
+    k = jnp.maximum(jnp.round(keep * n), 1.0)
+    rank = jnp.argsort(jnp.argsort(-jnp.mean(rows, axis=1)))  # 0 = the sample D rates most real
+    mask = (rank < k).astype(per_sample.dtype)
+    return jnp.sum(mask * per_sample) / jnp.sum(mask)
+
+
 def get_loss(name: str) -> AdversarialLoss:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

@@ -118,6 +118,7 @@ class Experiment:
             phase=phase,
             grad_accum=config.grad_accum,
             ema_start=config.ema_start,
+            g_keep=top_k_schedule(config, self.dataset.steps_per_epoch(config.batch_size * config.n_critic)),
         )
 
         def threaded_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -157,6 +158,19 @@ class Experiment:
         if restored is not None:
             return restored, True
         return self.init_state(), False
+
+
+def top_k_schedule(config: ml_collections.ConfigDict, steps_per_epoch: float):
+    """step -> the fraction of its batch G learns from under top-k training (Sinha et al. 2020):
+    max(topk_keep, topk_decay ** epoch), epochs counted in steps as the data pipeline does; None when off."""
+    if config.topk_keep >= 1.0:
+        return None
+    keep, decay, per_epoch = config.topk_keep, config.topk_decay, max(steps_per_epoch, 1e-9)
+
+    def fraction(step: jax.Array) -> jax.Array:
+        return jnp.maximum(keep, decay ** (step.astype(jnp.float32) / per_epoch))
+
+    return fraction
 
 
 def _state_initializer(game, optimizers, batch_size: int, data_shape: tuple[int, ...]):
@@ -224,6 +238,7 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
             "pack": config.pack == 1,
             "unroll_steps": config.unroll_steps == 0,
             "n_critic": config.n_critic == 1,
+            "topk_keep": config.topk_keep == 1.0,
             "grad_accum": config.grad_accum == 1,  # its step counters count player steps
             "model.z_dist": config.model.z_dist == "normal",
         },
@@ -310,6 +325,7 @@ def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, 
             "pack": config.pack == 1,
             "unroll_steps": config.unroll_steps == 0,
             "gp_weight": config.gp_weight == 0,
+            "topk_keep": config.topk_keep == 1.0,
             "r1_gamma": config.r1_gamma == 0,
             "model.z_dist": config.model.z_dist == "normal",
         },

@@ -135,6 +135,7 @@ def make_train_step(
     phase: tuple | None = None,
     grad_accum: int = 1,
     ema_start: int = 0,
+    g_keep: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Builds the pure update step for `game`. The batch holds n_critic * batch_size real examples.
 
@@ -148,6 +149,9 @@ def make_train_step(
     compiles one step per phase; None is for vmapped or scanned uses, where a cond becomes a select anyway).
     `grad_accum`: every player's step averages the gradients of this many micro-batches of its batch.
     `ema_start`: before this step the EMA is a copy of the sampler's parameters (BigGAN's `ema_start`).
+    `g_keep(step)`: top-k training (Sinha et al. 2020), the fraction of its batch's samples, the ones D rates most
+    real, that every later player (the generator) learns from; it reaches the game as the batch's "g_keep" (one value
+    per example, so that gradient accumulation splits it like the rest of the batch).
     """
     (first, first_nets), *others = game.players
 
@@ -192,6 +196,10 @@ def make_train_step(
         opt_state = dict(state.opt_state, **{first: first_opt})
 
         last_batch = jax.tree.map(lambda a: a[-1], sliced)
+        player_batch = last_batch
+        if g_keep is not None:
+            n = jax.tree.leaves(last_batch)[0].shape[0]
+            player_batch = {**last_batch, "g_keep": jnp.full((n,), g_keep(state.step), jnp.float32)}
         for i, (player, nets) in enumerate(others, start=1):
             player_rng = jax.random.fold_in(step_rng, i)
             lookahead = None
@@ -209,7 +217,7 @@ def make_train_step(
                 params,
                 model_state,
                 opt_state[player],
-                last_batch,
+                player_batch,
                 player_rng,
                 lr_scale,
                 lookahead,
