@@ -15,7 +15,10 @@ PacGAN-m rows follow the paper's code: the dataset holds 100,000 *packs* of m po
     .venv/bin/python benchmarks/mixtures_table.py --mixtures=grid --methods=GAN+EMA+decay --set r1_gamma=0.1
 
 `--set KEY=VALUE` (repeatable) changes any config key of every row after the row's own changes, to try a recipe
-with one command; the changes are part of the row's name in the table and of its state folder.
+with one command; the changes are part of the row's name in the table and of its state folder. Sampling-only keys
+(SAMPLING_KEYS: discriminator rejection sampling's `drs_percentile`, `drs_burn_in`) are not part of the folder: a
+finished row keeps its final state, so the same command with `--set drs_percentile=80` re-scores it in seconds
+instead of training it again, and the table reports the share of G's samples kept.
 
 Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed scores, mean and standard error of
 each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
@@ -56,6 +59,9 @@ from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
 from gan_jax.train.seeds import SeedRuns, init_seed_runs, mean_sem, train_seed_runs  # noqa: E402
 
 SCORES = ("modes", "high_quality_pct", "reverse_kl")
+# Config keys that change only how a trained row is sampled: a row's state folder leaves them out, so one training
+# serves every sampling setting (a finished row keeps its final state and is re-scored in seconds).
+SAMPLING_KEYS = ("drs_percentile", "drs_burn_in")
 
 # Row -> config changes (beyond the packing, which `pack` sets up as in the paper's code).
 METHODS: dict[str, dict] = {
@@ -121,11 +127,23 @@ def label(method: str, overrides: dict | None) -> str:
     return f"{method} ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))})"
 
 
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
+
+
+def split_overrides(overrides: dict | None) -> tuple[dict, dict]:
+    """(training changes, sampling changes) of `--set`'s overrides: see SAMPLING_KEYS."""
+    overrides = overrides or {}
+    train = {k: v for k, v in overrides.items() if k not in SAMPLING_KEYS}
+    return train, {k: v for k, v in overrides.items() if k in SAMPLING_KEYS}
+
+
 def row_dir(
     workdir: str, mixture: str, method: str, seeds: list[int], epochs: float, overrides: dict | None = None
 ) -> str:
-    """The folder of one row's state: its setting is in the name, so a different setting never meets its state."""
-    slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in label(method, overrides))
+    """The folder of one row's state: its training setting is in the name, so a different setting never meets its
+    state (sampling settings share it: see SAMPLING_KEYS)."""
+    slug = _slug(label(method, split_overrides(overrides)[0]))
     return os.path.join(workdir, f"{mixture}_{slug}_{len(seeds)}seeds_{epochs:g}ep")
 
 
@@ -159,7 +177,10 @@ def run_row(
     there after a checkpoint and returns None, as an interruption would (for tests)."""
     config = row_config(mixture, method, epochs, overrides)
     directory = row_dir(workdir, mixture, method, seeds, epochs, overrides)
-    done_path, samples_path = os.path.join(directory, "row.json"), os.path.join(directory, "samples_seed0.npy")
+    sampling = split_overrides(overrides)[1]
+    suffix = "_" + _slug("_".join(f"{k}={v}" for k, v in sorted(sampling.items()))) if sampling else ""
+    done_path = os.path.join(directory, f"row{suffix}.json")
+    samples_path = os.path.join(directory, f"samples_seed0{suffix}.npy")
     if os.path.exists(done_path) and os.path.exists(samples_path):
         row = json.loads(Path(done_path).read_text())
         if row.get("num_samples") == num_samples:
@@ -184,9 +205,9 @@ def run_row(
     end = min(stop_at_step, config.num_train_steps) if stop_at_step > 0 else config.num_train_steps
 
     def after_chunk(step: int, r: SeedRuns) -> None:
-        """Progress now and then; a checkpoint every `save_every` steps and where training stops short of the end
-        (a finished row keeps its scores and samples instead)."""
-        saved = step < config.num_train_steps and (step % save_every == 0 or step == end)
+        """Progress now and then; a checkpoint every `save_every` steps, where training stops and at the end (the
+        final state, which other sampling settings re-score)."""
+        saved = step % save_every == 0 or step == end
         if saved:
             checkpoints.save(step, r.states)
             checkpoints.wait()
@@ -206,8 +227,13 @@ def run_row(
     checkpoints.close()
     if end < config.num_train_steps:
         return None
-    samples = runs.sample(num_samples, seed=0)  # the `modes` evaluator's latents (evaluator seed 0)
-    per_seed = [{"seed": s, **_scores(x, mixture)} for s, x in zip(seeds, samples, strict=True)]
+    per_seed, samples = [], []
+    for i, s in enumerate(seeds):  # the `modes` evaluator's latents (evaluator seed 0)
+        x = runs.experiment.generate(runs.state(i), num_samples, seed=0)
+        samples.append(x)
+        per_seed.append({"seed": s, **_scores(x, mixture)})
+        if runs.experiment.last_rejection is not None:  # rejection sampling: the share of G's samples kept
+            per_seed[-1]["drs_acceptance"] = runs.experiment.last_rejection["acceptance"]
     row = {
         "mixture": mixture,
         "method": method,
@@ -225,7 +251,7 @@ def run_row(
         "compile_s": round(runs.compile_s, 1),
         "steps_this_invocation": int(np.asarray(runs.states.step)[0]) - start,  # fewer when resumed
     }
-    for name in SCORES:
+    for name in SCORES + ("drs_acceptance",) * bool(sampling):
         row[f"{name}_mean"], row[f"{name}_sem"] = mean_sem([r[name] for r in per_seed])
     np.save(samples_path, samples[0])
     fileio.write_json(done_path, row)
@@ -249,8 +275,12 @@ def markdown(rows: list[dict], header: str) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for r in (r for r in rows if r["mixture"] == mixture):
+            kept = (
+                f", keeping {100 * r['drs_acceptance_mean']:.0f}% of G's samples" if "drs_acceptance_mean" in r else ""
+            )
             lines.append(
-                f"| gan_jax {label(r['method'], r.get('overrides'))} | {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
+                f"| gan_jax {label(r['method'], r.get('overrides'))}{kept} "
+                f"| {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
                 f"| {r['high_quality_pct_mean']:.1f} ± {r['high_quality_pct_sem']:.1f} "
                 f"| {r['reverse_kl_mean']:.3f} ± {r['reverse_kl_sem']:.3f} | {len(r['seeds'])} | {r['epochs']:g} "
                 f"| {r['wall_s'] / 60:.1f} min |"

@@ -84,6 +84,12 @@ def base_config() -> ml_collections.ConfigDict:
     # (BigGAN's "standing statistics") instead of running averages, which for the EMA generator are averages of the
     # live generator's statistics and need not match its weights; 0 = off. Any model whose G has batch norm.
     c.standing_stats = 0
+    # Sampling: discriminator rejection sampling (Azadi et al. 2019; gan_jax/objectives/rejection.py). G's samples are
+    # kept with a probability read from the trained D's logit; gamma is this percentile of the burn-in's scores (the
+    # exact rule is gamma = 0; higher percentiles keep fewer, more data-like samples); 0 = off. drs_burn_in
+    # candidates set the rule first. Unconditional models without packing.
+    c.drs_percentile = 0.0
+    c.drs_burn_in = 10_000
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
     # steps as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup > 0 (Karras et al. 2020).
@@ -173,6 +179,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     )
     need(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)")
     need(config.standing_stats >= 0, "standing_stats", "must be >= 0 (0 = off)")
+    need(0.0 <= config.drs_percentile < 100.0, "drs_percentile", "is a percentile: in [0, 100) (0 = off)")
+    need(config.drs_burn_in > 0, "drs_burn_in", "must be positive")
     need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
     need(config.ema_start >= 0, "ema_start", "must be >= 0")
     need(config.ema_start == 0 or config.ema_kimg == 0, "ema_start", "applies to ema_decay, not to ema_kimg's schedule")

@@ -208,15 +208,19 @@ class UnconditionalGAN(TwoPlayerGame):
         loss = self.loss.g(fake_logits)
         return loss, ({"generator": g_state}, {"g_loss": loss})
 
+    def critic(self, params: dict[str, PyTree], state: dict[str, PyTree], x: Array) -> Array:
+        """D's logits for a batch of examples in inference mode, without augmentation: one per example, or one per
+        pack of `pack` examples (what `eval_losses` and discriminator rejection sampling read)."""
+        d_params, d_state = params["discriminator"], state["discriminator"]
+        return apply_network(self.discriminator, d_params, d_state, self.d_input(x, None), train=False)[0]
+
     def eval_losses(
         self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
     ) -> dict[str, Array]:
         """Both players' losses on a real batch in inference mode, without augmentation or penalties (--mode=eval)."""
         z = self.sample_latents(rng, batch["x"].shape[0])
         fake, _ = self.generate(params["generator"], state["generator"], z)
-        d_params, d_state = params["discriminator"], state["discriminator"]
-        d = lambda v: apply_network(self.discriminator, d_params, d_state, self.d_input(v, None), train=False)[0]  # noqa: E731
-        real_logits, fake_logits = d(batch["x"]), d(fake)
+        real_logits, fake_logits = self.critic(params, state, batch["x"]), self.critic(params, state, fake)
         return {
             "d_loss": self.loss.d(real_logits, fake_logits),
             "g_loss": self.loss.g(fake_logits),

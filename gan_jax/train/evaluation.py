@@ -77,6 +77,8 @@ class Evaluations:
             result = run_evaluator(self.config.evals[name], ctx)
             seconds = time.perf_counter() - start
             results[name] = {"scores": result.scores, "protocol": result.protocol, "seconds": round(seconds, 2)}
+            if self.exp.last_rejection is not None:  # discriminator rejection sampling: its last call's acceptance
+                results[name]["rejection"] = dict(self.exp.last_rejection)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in result.scores.items())
             log.info("Eval %s at step %d (%.1f s): %s", name, step, seconds, shown)
         if results and self.record:

@@ -25,6 +25,7 @@ from gan_jax.layers import onednn
 from gan_jax.models import build_networks
 from gan_jax.objectives import get_loss
 from gan_jax.objectives.game import UnconditionalGAN
+from gan_jax.objectives.rejection import rejection_sample
 from gan_jax.train import parallel
 from gan_jax.train.checkpoint import Checkpoints, model_signature
 from gan_jax.train.optim import ema_decay_schedule, lr_decay_factor, make_optimizer, make_optimizers
@@ -34,6 +35,7 @@ from gan_jax.train.visualize import to_uint8
 
 PyTree = Any
 _SAMPLING_SALT = 0x5A3  # folded into a sampling seed's key for the game's preparation (standing statistics)
+_REJECTION_SALT = 0xD25  # ... and for the uniforms of discriminator rejection sampling
 
 
 @dataclasses.dataclass
@@ -47,6 +49,7 @@ class Experiment:
     abstract_state: TrainState
     checkpoints: Checkpoints | None  # None when built without a workdir (`setup(..., workdir=None)`)
     _compiled_steps: dict = dataclasses.field(default_factory=dict, repr=False)
+    last_rejection: dict | None = dataclasses.field(default=None, repr=False)  # see `_rejection_sample`
 
     @property
     def state_sharding(self):
@@ -62,6 +65,11 @@ class Experiment:
             return self.game.generate(params, state, z, **kwargs)[0]
 
         return jax.jit(sample)
+
+    @functools.cached_property
+    def critic_fn(self):
+        """jit(params, state, x) -> D's logits, one per example (discriminator rejection sampling)."""
+        return jax.jit(lambda params, state, x: self.game.critic(params, state, x).reshape(x.shape[0]))
 
     @property
     def num_classes(self) -> int:
@@ -90,15 +98,40 @@ class Experiment:
         if hasattr(self.game, "sampling_state"):
             model_state = self.game.sampling_state(params, model_state, jax.random.fold_in(rng, _SAMPLING_SALT), batch)
         latents = getattr(self.game, "sampling_latents", self.game.sample_latents)
-        out = []
-        for i in range(0, num_samples, batch):
-            z = latents(jax.random.fold_in(rng, i), batch)
-            y = None
-            if labels is not None:  # the last batch is padded to the full size, so one compilation serves all
-                y = np.resize(labels[i : i + batch], batch) if i + batch > num_samples else labels[i : i + batch]
-            out.append(np.asarray(self.sample_fn(params, model_state, z, y)))
-        x = np.concatenate(out)[:num_samples]
+        if self.config.drs_percentile > 0:
+            x = self._rejection_sample(state, params, model_state, latents, rng, num_samples)
+        else:
+            out = []
+            for i in range(0, num_samples, batch):
+                z = latents(jax.random.fold_in(rng, i), batch)
+                y = None
+                if labels is not None:  # the last batch is padded to the full size, so one compilation serves all
+                    y = np.resize(labels[i : i + batch], batch) if i + batch > num_samples else labels[i : i + batch]
+                out.append(np.asarray(self.sample_fn(params, model_state, z, y)))
+            x = np.concatenate(out)[:num_samples]
         return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
+
+    def _rejection_sample(self, state, params, model_state, latents, rng, num_samples: int) -> np.ndarray:
+        """`generate` under discriminator rejection sampling: candidates of the sampler judged by the run's D
+        (see gan_jax/objectives/rejection.py). Candidate batch i has the latents of `generate`'s batch offset i * batch
+        and its own uniforms, so a seed fixes the samples. The summary of the last call is kept in
+        `last_rejection` (acceptance rate, M, gamma, candidates), for reports."""
+        batch, config = self.config.batch_size, self.config
+        uniform_rng = jax.random.fold_in(rng, _REJECTION_SALT)
+
+        def draw(i: int) -> tuple[np.ndarray, np.ndarray]:
+            x = self.sample_fn(params, model_state, latents(jax.random.fold_in(rng, i * batch), batch))
+            return np.asarray(x), np.asarray(self.critic_fn(state.params, state.model_state, x))
+
+        x, self.last_rejection = rejection_sample(
+            draw,
+            lambda i: np.asarray(jax.random.uniform(jax.random.fold_in(uniform_rng, i), (batch,))),
+            num_samples,
+            burn_in_batches=-(-config.drs_burn_in // batch),
+            percentile=config.drs_percentile,
+            max_batches=max(100, -(-100 * num_samples // batch)),  # room for an acceptance rate down to 1%
+        )
+        return x
 
     def make_train_step(self, phase: tuple | None = None):
         """The config's pure, un-jitted update (state, batch) -> (state, metrics); the caller jits it (the loop with
@@ -191,6 +224,11 @@ def build_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], n
             f"config.diffaugment={config.diffaugment!r}: DiffAugment needs images (H, W, C), "
             f"not data of shape {tuple(data_shape)}"
         )
+    if config.drs_percentile and config.pack > 1:
+        raise ConfigError(
+            f"config.drs_percentile={config.drs_percentile!r}: rejection sampling needs D's verdict on each sample, "
+            f"and with config.pack={config.pack} D judges packs"
+        )
     generator, discriminator = build_networks(config.model, data_shape)
     return UnconditionalGAN(
         generator=generator,
@@ -239,6 +277,7 @@ def _stylegan2_game(config: ml_collections.ConfigDict, data_shape: tuple[int, ..
             "unroll_steps": config.unroll_steps == 0,
             "n_critic": config.n_critic == 1,
             "topk_keep": config.topk_keep == 1.0,
+            "drs_percentile": config.drs_percentile == 0,
             "grad_accum": config.grad_accum == 1,  # its step counters count player steps
             "model.z_dist": config.model.z_dist == "normal",
         },
@@ -326,6 +365,7 @@ def _conditional_game(config: ml_collections.ConfigDict, data_shape: tuple[int, 
             "unroll_steps": config.unroll_steps == 0,
             "gp_weight": config.gp_weight == 0,
             "topk_keep": config.topk_keep == 1.0,
+            "drs_percentile": config.drs_percentile == 0,
             "r1_gamma": config.r1_gamma == 0,
             "model.z_dist": config.model.z_dist == "normal",
         },

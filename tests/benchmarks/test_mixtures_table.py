@@ -117,3 +117,15 @@ def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tabl
     # The table's time is the rows' time over every invocation, not just the seconds it took to read them back.
     assert again["wall_s"] >= again["rows"][0]["wall_s"] == resumed["rows"][0]["wall_s"] > 0
     assert (tmp_path / "resumed.png").stat().st_size > 10_000
+
+    # A sampling-only change (rejection sampling) re-scores the finished row's final state instead of retraining it,
+    # and keeps its own scores beside the plain ones.
+    drs = table.main([*resumable, "--set=drs_percentile=50", "--set=drs_burn_in=300"])
+    assert "resumed from step 30" in capsys.readouterr().err
+    row = drs["rows"][0]
+    assert row["steps_this_invocation"] == 0 and row["overrides"] == {"drs_percentile": 50, "drs_burn_in": 300}
+    assert 0 < row["drs_acceptance_mean"] < 1 and all(0 < s["drs_acceptance"] < 1 for s in row["per_seed"])
+    assert row["per_seed"] != want["per_seed"]
+    assert (row_dir / "row_drs_burn_in_300_drs_percentile_50.json").exists() and (row_dir / "row.json").exists()
+    assert "of G's samples" in (tmp_path / "resumed.md").read_text()
+    assert table.main(resumable)["rows"][0]["per_seed"] == want["per_seed"]  # the plain row is still read back

@@ -1,0 +1,92 @@
+"""Discriminator rejection sampling (DRS; Azadi et al. 2019, "Discriminator Rejection Sampling", Algorithm 1).
+
+Why: a generator that is a continuous map of a unimodal latent must put some mass between the modes of the data
+(the "bridges" of the 2-D grid, the blends between digits), and training only narrows those regions. At the optimum
+of the standard GAN loss D's logit is log p_data(x) / p_g(x), so rejection sampling with acceptance
+p_data / (M p_g) = exp(logit - max logit) turns G's distribution into the data's where D is right, at the price of
+drawing more candidates. It needs no retraining: the trained D of the same run is the critic.
+
+As in the paper, the exact acceptance exp(logit - M) is replaced by sigmoid(F(x) - gamma) with
+F(x) = d - log(1 - exp(d - eps)), d = logit - M: F is the logit of exp(d), so gamma = 0 is the exact rule, and a larger
+gamma accepts fewer samples. Here M and gamma come once from a burn-in of candidates (M their largest logit, gamma
+the `percentile`-th percentile of their F), so the acceptance rule is fixed before sampling and a seed fixes the
+samples; the paper updates M during sampling and takes gamma per batch. The paper's extra calibration of D (a
+fine-tuned last layer on held-out data) is not done: D is used as trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EPS = 1e-6  # keeps log(1 - exp(d - eps)) finite at d = 0 (the paper's epsilon)
+
+
+def drs_scores(logits: jax.Array, max_logit: jax.Array | float) -> jax.Array:
+    """F(x) of every sample: the logit of min(exp(logit - M), 1 - eps). Larger means more like the data."""
+    d = jnp.minimum(logits - max_logit, 0.0)  # a logit above the burn-in's maximum is accepted as surely as M
+    return d - jnp.log1p(-jnp.exp(d - EPS))
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectionRule:
+    """The fixed acceptance rule of one sampling call: sigmoid(F(x; max_logit) - gamma)."""
+
+    max_logit: float
+    gamma: float
+
+    @classmethod
+    def from_burn_in(cls, logits: np.ndarray, percentile: float) -> RejectionRule:
+        """M = the largest burn-in logit; gamma = the `percentile`-th percentile of the burn-in's F values."""
+        logits = np.asarray(logits, np.float64).reshape(-1)
+        if logits.size == 0 or not np.all(np.isfinite(logits)):
+            raise ValueError("discriminator rejection sampling: the burn-in's logits must be finite and non-empty")
+        max_logit = float(logits.max())
+        gamma = float(np.percentile(np.asarray(drs_scores(jnp.asarray(logits), max_logit)), percentile))
+        return cls(max_logit, gamma)
+
+    def accept_prob(self, logits: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(drs_scores(logits, self.max_logit) - self.gamma)
+
+
+def rejection_sample(
+    draw: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    uniforms: Callable[[int], np.ndarray],
+    num_samples: int,
+    burn_in_batches: int,
+    percentile: float,
+    max_batches: int,
+) -> tuple[np.ndarray, dict]:
+    """`num_samples` samples kept by DRS, and a summary (acceptance rate, M, gamma, candidates drawn).
+
+    draw(i) -> (samples, D logits) of candidate batch i; uniforms(i) -> one U(0, 1) per sample of batch i. Batches
+    0 .. burn_in_batches-1 are the burn-in (they set the rule and are not kept), so the samples are a function of the
+    seeds behind `draw` and `uniforms` alone, and the first k do not depend on num_samples. Raises RuntimeError when
+    `max_batches` batches do not give enough samples (D rejects nearly everything: a D far from its optimum).
+    """
+    burn = [np.asarray(draw(i)[1]) for i in range(burn_in_batches)]
+    rule = RejectionRule.from_burn_in(np.concatenate(burn), percentile)
+    kept, count, drawn, i = [], 0, 0, burn_in_batches
+    while count < num_samples:
+        if i >= burn_in_batches + max_batches:
+            raise RuntimeError(
+                f"discriminator rejection sampling kept {count} of {drawn} candidates ({max_batches} batches), "
+                f"fewer than the {num_samples} asked for: lower config.drs_percentile"
+            )
+        x, logits = draw(i)
+        keep = np.asarray(uniforms(i)) <= np.asarray(rule.accept_prob(jnp.asarray(logits)))
+        kept.append(np.asarray(x)[keep])
+        count += int(keep.sum())
+        drawn += len(keep)
+        i += 1
+    summary = {
+        "acceptance": count / drawn,
+        "max_logit": rule.max_logit,
+        "gamma": rule.gamma,
+        "candidates": drawn,
+    }
+    return np.concatenate(kept)[:num_samples], summary
