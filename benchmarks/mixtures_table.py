@@ -172,12 +172,15 @@ def run_row(
     checkpoint_every: float = 10,
     stop_at_step: int = 0,
     overrides: dict | None = None,
+    eval_seed: int = 0,
 ) -> dict | None:
     """Trains (or resumes, or reads back) one row over its seeds and scores it. `stop_at_step` > 0 stops training
     there after a checkpoint and returns None, as an interruption would (for tests)."""
     config = row_config(mixture, method, epochs, overrides)
     directory = row_dir(workdir, mixture, method, seeds, epochs, overrides)
     sampling = split_overrides(overrides)[1]
+    if eval_seed:  # another draw of the scored samples: a sampling setting too
+        sampling = {**sampling, "eval_seed": eval_seed}
     suffix = "_" + _slug("_".join(f"{k}={v}" for k, v in sorted(sampling.items()))) if sampling else ""
     done_path = os.path.join(directory, f"row{suffix}.json")
     samples_path = os.path.join(directory, f"samples_seed0{suffix}.npy")
@@ -228,8 +231,8 @@ def run_row(
     if end < config.num_train_steps:
         return None
     per_seed, samples = [], []
-    for i, s in enumerate(seeds):  # the `modes` evaluator's latents (evaluator seed 0)
-        x = runs.experiment.generate(runs.state(i), num_samples, seed=0)
+    for i, s in enumerate(seeds):  # the `modes` evaluator's latents (its seed 0, unless --eval_seed)
+        x = runs.experiment.generate(runs.state(i), num_samples, seed=eval_seed)
         samples.append(x)
         per_seed.append({"seed": s, **_scores(x, mixture)})
         if runs.experiment.last_rejection is not None:  # rejection sampling: the share of G's samples kept
@@ -245,13 +248,14 @@ def run_row(
         "changes": METHODS[method],
         "overrides": overrides or {},
         "num_samples": num_samples,
+        "eval_seed": eval_seed,
         "per_seed": per_seed,
         "wall_s": round(wall_before + time.perf_counter() - t0, 1),  # every invocation's, when resumed
         "train_s": round(runs.train_s, 1),
         "compile_s": round(runs.compile_s, 1),
         "steps_this_invocation": int(np.asarray(runs.states.step)[0]) - start,  # fewer when resumed
     }
-    for name in SCORES + ("drs_acceptance",) * bool(sampling):
+    for name in SCORES + ("drs_acceptance",) * ("drs_acceptance" in per_seed[0]):
         row[f"{name}_mean"], row[f"{name}_sem"] = mean_sem([r[name] for r in per_seed])
     np.save(samples_path, samples[0])
     fileio.write_json(done_path, row)
@@ -275,9 +279,11 @@ def markdown(rows: list[dict], header: str) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for r in (r for r in rows if r["mixture"] == mixture):
-            kept = (
-                f", keeping {100 * r['drs_acceptance_mean']:.0f}% of G's samples" if "drs_acceptance_mean" in r else ""
-            )
+            kept = ""
+            if "drs_acceptance_mean" in r:
+                kept += f", keeping {100 * r['drs_acceptance_mean']:.0f}% of G's samples"
+            if r.get("eval_seed"):
+                kept += f", scored on evaluation seed {r['eval_seed']}"
             lines.append(
                 f"| gan_jax {label(r['method'], r.get('overrides'))}{kept} "
                 f"| {r['modes_mean']:.2f} ± {r['modes_sem']:.2f} "
@@ -329,6 +335,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=float, default=400, help="epochs of 1,000 updates (the paper: 400)")
     p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
     p.add_argument("--num_samples", type=int, default=2500)
+    p.add_argument(
+        "--eval_seed",
+        type=int,
+        default=0,
+        help="seed of the scored samples' latents (0, the modes evaluator's); another re-scores a finished row with a "
+        "fresh draw, to see the scores' sampling noise",
+    )
     p.add_argument("--measure_vmap", type=int, default=0, help="steps for the vmap-vs-one-seed timing (0: skip)")
     p.add_argument("--out_dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="mixtures")
@@ -376,6 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args.checkpoint_every,
                 args.stop_at_step,
                 overrides,
+                args.eval_seed,
             )
             rows_s += time.perf_counter() - t_row
             if row is None:

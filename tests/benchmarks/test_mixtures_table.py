@@ -129,3 +129,9 @@ def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tabl
     assert (row_dir / "row_drs_burn_in_300_drs_percentile_50.json").exists() and (row_dir / "row.json").exists()
     assert "of G's samples" in (tmp_path / "resumed.md").read_text()
     assert table.main(resumable)["rows"][0]["per_seed"] == want["per_seed"]  # the plain row is still read back
+
+    # Another evaluation seed re-scores the same final state with a fresh draw of samples.
+    other = table.main([*resumable, "--eval_seed=3"])["rows"][0]
+    assert other["steps_this_invocation"] == 0 and other["eval_seed"] == 3
+    assert other["per_seed"] != want["per_seed"] and (row_dir / "row_eval_seed_3.json").exists()
+    assert "scored on evaluation seed 3" in (tmp_path / "resumed.md").read_text()
