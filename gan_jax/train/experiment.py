@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -111,7 +112,15 @@ class Experiment:
             x = np.concatenate(out)[:num_samples]
         return to_uint8(x) if self.dataset.kind == "image" else x.astype(np.float32)
 
-    def _rejection_sample(self, state, params, model_state, latents, rng, num_samples: int) -> np.ndarray:
+    def _rejection_sample(
+        self,
+        state: TrainState,
+        params: PyTree,
+        model_state: PyTree,
+        latents: Callable[[jax.Array, int], jax.Array],
+        rng: jax.Array,
+        num_samples: int,
+    ) -> np.ndarray:
         """`generate` under discriminator rejection sampling: candidates of the sampler judged by the run's D
         (see gan_jax/objectives/rejection.py). Candidate batch i has the latents of `generate`'s batch offset i * batch
         and its own uniforms, so a seed fixes the samples. The summary of the last call is kept in
