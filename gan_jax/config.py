@@ -90,6 +90,10 @@ def base_config() -> ml_collections.ConfigDict:
     # candidates set the rule first. Unconditional models without packing.
     c.drs_percentile = 0.0
     c.drs_burn_in = 10_000
+    # ... and before it, this many Adam steps (config.optim.d) training a copy of D against the fixed sampler, with the
+    # adversarial loss alone: the rule assumes D optimal for the G being sampled, while the trained D is the D of a
+    # moving G, held smooth by the game's penalties; 0 = D as trained.
+    c.drs_calibrate_steps = 0
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
     # StyleGAN's EMA instead, when ema_kimg > 0: a half-life of ema_kimg thousand images, ramped up over the first
     # steps as min(ema_kimg * 1000, images seen * ema_rampup) when ema_rampup > 0 (Karras et al. 2020).
@@ -181,6 +185,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.standing_stats >= 0, "standing_stats", "must be >= 0 (0 = off)")
     need(0.0 <= config.drs_percentile < 100.0, "drs_percentile", "is a percentile: in [0, 100) (0 = off)")
     need(config.drs_burn_in > 0, "drs_burn_in", "must be positive")
+    need(config.drs_calibrate_steps >= 0, "drs_calibrate_steps", "must be >= 0 (0 = D as trained)")
+    need(
+        config.drs_calibrate_steps == 0 or config.drs_percentile > 0,
+        "drs_calibrate_steps",
+        "calibrates D for discriminator rejection sampling: set drs_percentile > 0 too",
+    )
     need(config.ema_kimg >= 0.0, "ema_kimg", "must be >= 0 (0 = use ema_decay)")
     need(config.ema_start >= 0, "ema_start", "must be >= 0")
     need(config.ema_start == 0 or config.ema_kimg == 0, "ema_start", "applies to ema_decay, not to ema_kimg's schedule")

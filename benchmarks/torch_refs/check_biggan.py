@@ -31,7 +31,7 @@ rounding puts on one side or the other can move either way: weights whose two gr
 network's weights may (not counting those whose gradients are both below `--zero` of the largest entry, i.e. zero).
 For the same reasons each gradient tensor is compared relative to the larger of its largest entry and `--noise` of
 the network's, and a kink can change a gradient beyond rounding (one position's contribution switched on or off):
-`--grad_rtol` is 1e-2 as in check_dcgan.py (most runs agree to 1e-4), far below what a wrong loss, layer or update
+`--grad_rtol` is 1e-2 (most runs agree to 1e-4), far below what a wrong loss, layer or update
 rule gives. In tiny networks (the `smoke` variants, 4 channels per block at 8x8) one position is a larger share of each
 sum, so a kink weighs more: pass e.g. `--grad_rtol 3e-2 --max_exempt 3e-3` there. PyTorch updates BatchNorm running
 variances with the unbiased batch variance and Flax with the biased one, so torch's buffers (and their EMA) are

@@ -20,8 +20,9 @@ of earlier steps compounding. Two float32 effects get a tolerance of their own, 
   ReLU/LeakyReLU kink that rounding puts on one side or the other) can move by +-lr whichever way. Weights whose two
   gradients differ by more than `--elem_rtol` (1%) of themselves need only agree to 2 * lr; at most `--max_exempt`
   (0.1%) of a network's weights may be such.
-* For the same reason a gradient can differ beyond rounding where an activation sits on a kink: `--grad_rtol` is 1e-2
-  of each tensor's largest entry, far below what a wrong loss, layer or update rule gives (order 1).
+* For the same reason a gradient can differ beyond rounding where an activation sits on a kink: `--grad_rtol` is 2e-2
+  of each tensor's largest entry, far below what a wrong loss, layer or update rule gives (order 1). (It was 1e-2
+  until one Xeon's channels-last kernels put D's third convolution's gradient at 1.01e-2, at batch 32.)
 
 PyTorch updates BatchNorm running variances with the unbiased batch variance and Flax with the biased one, so torch's
 buffer (and its EMA) is compared with the value the torch rule gives from gan_jax's batch variance. Runs the NCHW and
@@ -138,7 +139,7 @@ def _expected_torch_var(old: np.ndarray, flax_new: np.ndarray, n: int, times: in
 class Tolerances:
     rtol: float = 1e-4  # losses, mean logits, norms: relative
     atol: float = 1e-5  # weights, statistics, EMA: absolute
-    grad_rtol: float = 1e-2  # gradients: relative to each tensor's largest entry
+    grad_rtol: float = 2e-2  # gradients: relative to each tensor's largest entry
     elem_rtol: float = 1e-2  # a weight whose two gradients differ by more than this (relatively) is exempt from atol
     max_exempt: float = 1e-3  # ... and at most this fraction of a network's weights may be
 

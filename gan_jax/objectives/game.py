@@ -214,6 +214,12 @@ class UnconditionalGAN(TwoPlayerGame):
         d_params, d_state = params["discriminator"], state["discriminator"]
         return apply_network(self.discriminator, d_params, d_state, self.d_input(x, None), train=False)[0]
 
+    def critic_loss(self, params: dict[str, PyTree], state: dict[str, PyTree], real: Array, fake: Array) -> Array:
+        """D's adversarial loss on given real and fake examples, as `critic` reads it (inference mode, no augmentation)
+        and without penalties: what calibrating D for rejection sampling minimises, since with G fixed there is no game
+        for the penalties to stabilise, only the classification whose optimum is D's logit log p_data / p_g."""
+        return self.loss.d(self.critic(params, state, real), self.critic(params, state, fake))
+
     def eval_losses(
         self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array
     ) -> dict[str, Array]:

@@ -10,8 +10,13 @@ As in the paper, the exact acceptance exp(logit - M) is replaced by sigmoid(F(x)
 F(x) = d - log(1 - exp(d - eps)), d = logit - M: F is the logit of exp(d), so gamma = 0 is the exact rule, and a larger
 gamma accepts fewer samples. Here M and gamma come once from a burn-in of candidates (M their largest logit, gamma
 the `percentile`-th percentile of their F), so the acceptance rule is fixed before sampling and a seed fixes the
-samples; the paper updates M during sampling and takes gamma per batch. The paper's extra calibration of D (a
-fine-tuned last layer on held-out data) is not done: D is used as trained.
+samples; the paper updates M during sampling and takes gamma per batch.
+
+The rule is exact only for the optimal D of the G being sampled. The D at the end of training is not that: it was
+trained against a moving G (and sampling uses G's EMA), and penalties such as R1 keep it smooth, so on a narrow mode
+its logit barely separates a sample on the mode from one just off it. `drs_calibrate_steps` trains a copy of D
+further against the fixed sampler with the plain classification loss first (`Experiment._calibrated_critic`); the
+paper calibrates a fine-tuned last layer on held-out data instead, with the same aim.
 """
 
 from __future__ import annotations

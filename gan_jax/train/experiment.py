@@ -37,6 +37,7 @@ from gan_jax.train.visualize import to_uint8
 PyTree = Any
 _SAMPLING_SALT = 0x5A3  # folded into a sampling seed's key for the game's preparation (standing statistics)
 _REJECTION_SALT = 0xD25  # ... and for the uniforms of discriminator rejection sampling
+_CALIBRATION_SALT = 0xCA1  # ... and for the latents that calibrate its D
 
 
 @dataclasses.dataclass
@@ -121,18 +122,20 @@ class Experiment:
         rng: jax.Array,
         num_samples: int,
     ) -> np.ndarray:
-        """`generate` under discriminator rejection sampling: candidates of the sampler judged by the run's D
-        (see gan_jax/objectives/rejection.py). Candidate batch i has the latents of `generate`'s batch offset i * batch
-        and its own uniforms, so a seed fixes the samples. The summary of the last call is kept in
-        `last_rejection` (acceptance rate, M, gamma, candidates), for reports."""
+        """`generate` under discriminator rejection sampling: candidates of the sampler judged by the run's D, as
+        trained or calibrated (`_calibrated_critic`; see gan_jax/objectives/rejection.py). Candidate batch i has the
+        latents of `generate`'s batch offset i * batch and its own uniforms, so a seed fixes the samples. The summary
+        of the last call is kept in `last_rejection` (acceptance rate, M, gamma, candidates, and D's calibration loss
+        before and after when calibrated), for reports."""
         batch, config = self.config.batch_size, self.config
         uniform_rng = jax.random.fold_in(rng, _REJECTION_SALT)
+        critic_params, calibration = self._calibrated_critic(state, params, model_state, latents, rng)
 
         def draw(i: int) -> tuple[np.ndarray, np.ndarray]:
             x = self.sample_fn(params, model_state, latents(jax.random.fold_in(rng, i * batch), batch))
-            return np.asarray(x), np.asarray(self.critic_fn(state.params, state.model_state, x))
+            return np.asarray(x), np.asarray(self.critic_fn(critic_params, state.model_state, x))
 
-        x, self.last_rejection = rejection_sample(
+        x, summary = rejection_sample(
             draw,
             lambda i: np.asarray(jax.random.uniform(jax.random.fold_in(uniform_rng, i), (batch,))),
             num_samples,
@@ -140,7 +143,51 @@ class Experiment:
             percentile=config.drs_percentile,
             max_batches=max(100, -(-100 * num_samples // batch)),  # room for an acceptance rate down to 1%
         )
+        self.last_rejection = {**summary, **calibration}
         return x
+
+    def _calibrated_critic(
+        self,
+        state: TrainState,
+        params: PyTree,
+        model_state: PyTree,
+        latents: Callable[[jax.Array, int], jax.Array],
+        rng: jax.Array,
+    ) -> tuple[PyTree, dict]:
+        """The parameters D judges candidates with, and a summary: the trained ones, or with `drs_calibrate_steps` =
+        K > 0 those after K Adam steps (config.optim.d, constant rate) of `game.critic_loss` on real batches 0..K-1
+        against batches of the sampler itself (the EMA generator with its sampling state, latents from the seed), so
+        that D approaches the optimal D for the distribution being corrected. A seed fixes the result."""
+        steps, batch = self.config.drs_calibrate_steps, self.config.batch_size
+        if not steps:
+            return state.params, {}
+        optimizer = make_optimizer(self.config.optim.d)
+        d_state, game = state.model_state, self.game
+
+        @jax.jit
+        def update(d_params: PyTree, opt_state: PyTree, g: tuple[PyTree, PyTree], real: jax.Array, key: jax.Array):
+            fake = game.generate(*g, latents(key, batch))[0]
+            loss_fn = lambda d: game.critic_loss({"discriminator": d}, d_state, real, fake)  # noqa: E731
+            loss, grads = jax.value_and_grad(loss_fn)(d_params)
+            updates, opt_state = optimizer.update(grads, opt_state, d_params)
+            return optax.apply_updates(d_params, updates), opt_state, loss
+
+        d_params = state.params["discriminator"]
+        opt_state, key = optimizer.init(d_params), jax.random.fold_in(rng, _CALIBRATION_SALT)
+        losses = []
+        sampler = (params, model_state)
+        for i in range(steps):
+            real = jnp.asarray(self.dataset.batch(i, batch)["x"])
+            d_params, opt_state, loss = update(d_params, opt_state, sampler, real, jax.random.fold_in(key, i))
+            losses.append(loss)
+        losses = np.asarray(jax.device_get(losses))
+        window = max(1, min(100, steps // 10))  # the loss before and after, each averaged over a few steps
+        summary = {
+            "calibrate_steps": steps,
+            "calibrate_loss_first": float(losses[:window].mean()),
+            "calibrate_loss_last": float(losses[-window:].mean()),
+        }
+        return {**state.params, "discriminator": d_params}, summary
 
     def make_train_step(self, phase: tuple | None = None):
         """The config's pure, un-jitted update (state, batch) -> (state, metrics); the caller jits it (the loop with
