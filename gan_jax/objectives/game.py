@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from gan_jax.layers.normalization import MOMENTS_COLLECTION, standing_statistics
 from gan_jax.objectives.augment import diff_augment
-from gan_jax.objectives.losses import AdversarialLoss, top_k_generator_loss
+from gan_jax.objectives.losses import AdversarialLoss, bce_d_loss, top_k_generator_loss
 from gan_jax.objectives.packing import pack
 from gan_jax.objectives.regularizers import gradient_penalty, r1_penalty
 
@@ -215,10 +215,11 @@ class UnconditionalGAN(TwoPlayerGame):
         return apply_network(self.discriminator, d_params, d_state, self.d_input(x, None), train=False)[0]
 
     def critic_loss(self, params: dict[str, PyTree], state: dict[str, PyTree], real: Array, fake: Array) -> Array:
-        """D's adversarial loss on given real and fake examples, as `critic` reads it (inference mode, no augmentation)
-        and without penalties: what calibrating D for rejection sampling minimises, since with G fixed there is no game
-        for the penalties to stabilise, only the classification whose optimum is D's logit log p_data / p_g."""
-        return self.loss.d(self.critic(params, state, real), self.critic(params, state, fake))
+        """The logistic classification loss of D on given real and fake examples, as `critic` reads them (inference
+        mode, no augmentation), without penalties: what calibrating D for rejection sampling minimises. With G fixed
+        there is no game for penalties to stabilise, and the logistic loss, whatever the game's own, is the one whose
+        optimal logit is log p_data / p_g, the quantity the rejection rule reads."""
+        return bce_d_loss(self.critic(params, state, real), self.critic(params, state, fake))
 
     def eval_losses(
         self, params: dict[str, PyTree], state: dict[str, PyTree], batch: dict[str, Array], rng: Array

@@ -22,16 +22,16 @@ class AdversarialLoss(NamedTuple):
     g: Callable[[Array], Array]
 
 
-def _bce_d(real: Array, fake: Array) -> Array:
-    # -log D(x) - log(1 - D(G(z)))
+def bce_d_loss(real: Array, fake: Array) -> Array:
+    """-log D(x) - log(1 - D(G(z))) from logits: the standard D loss, whose optimal logit is log p_data / p_g."""
     return jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
 
 
 LOSSES: dict[str, AdversarialLoss] = {
     # Goodfellow et al. 2014, eq. 1: G minimises log(1 - D(G(z))); saturates when D wins early.
-    "minimax": AdversarialLoss(d=_bce_d, g=lambda fake: -jnp.mean(jax.nn.softplus(fake))),
+    "minimax": AdversarialLoss(d=bce_d_loss, g=lambda fake: -jnp.mean(jax.nn.softplus(fake))),
     # The same paper's practical variant: G maximises log D(G(z)).
-    "non_saturating": AdversarialLoss(d=_bce_d, g=lambda fake: jnp.mean(jax.nn.softplus(-fake))),
+    "non_saturating": AdversarialLoss(d=bce_d_loss, g=lambda fake: jnp.mean(jax.nn.softplus(-fake))),
     # Lim & Ye 2017; Miyato et al. 2018.
     "hinge": AdversarialLoss(
         d=lambda real, fake: jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake)),
