@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.drs_percentile = 0.0
     c.drs_burn_in = 10_000
     # ... and before it, this many Adam steps (config.optim.d) training a copy of D against the fixed sampler, with the
-    # adversarial loss alone: the rule assumes D optimal for the G being sampled, while the trained D is the D of a
+    # logistic loss alone: the rule assumes D optimal for the G being sampled, while the trained D is the D of a
     # moving G, held smooth by the game's penalties; 0 = D as trained.
     c.drs_calibrate_steps = 0
     c.ema_start = 0  # before this step the EMA is a copy of the generator (BigGAN: 20,000); its warm-up starts here
