@@ -145,7 +145,8 @@ def row_dir(
     """The folder of one row's state: its training setting is in the name, so a different setting never meets its
     state (sampling settings share it: see SAMPLING_KEYS)."""
     slug = _slug(label(method, split_overrides(overrides)[0]))
-    return os.path.join(workdir, f"{mixture}_{slug}_{len(seeds)}seeds_{epochs:g}ep")
+    which = f"{len(seeds)}seeds" if seeds[0] == 0 else f"seeds{seeds[0]}-{seeds[-1]}"
+    return os.path.join(workdir, f"{mixture}_{slug}_{which}_{epochs:g}ep")
 
 
 def _resume(runs: SeedRuns, checkpoints: Checkpoints, abstract: Any, seconds: dict) -> float:
@@ -336,6 +337,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mixtures", default="ring,grid")
     p.add_argument("--methods", default="GAN,PacGAN4,GAN+EMA+decay", help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument(
+        "--first_seed",
+        type=int,
+        default=0,
+        help="train seeds first_seed .. first_seed+seeds-1 (another machine or session can add seeds to a table; "
+        "benchmarks/mixtures_summary.py pools them)",
+    )
     p.add_argument("--epochs", type=float, default=400, help="epochs of 1,000 updates (the paper: 400)")
     p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
     p.add_argument("--num_samples", type=int, default=2500)
@@ -362,8 +370,8 @@ def main(argv: list[str] | None = None) -> dict:
     for m in mixtures:
         if m not in PAPER_ROWS:
             p.error(f"--mixtures: unknown mixture {m!r}; choose from {', '.join(PAPER_ROWS)}")
-    if args.seeds < 1 or args.epochs <= 0 or args.checkpoint_every <= 0:
-        p.error("--seeds must be >= 1, --epochs and --checkpoint_every > 0")
+    if args.seeds < 1 or args.first_seed < 0 or args.epochs <= 0 or args.checkpoint_every <= 0:
+        p.error("--seeds must be >= 1, --first_seed >= 0, --epochs and --checkpoint_every > 0")
     try:
         overrides = dict(args.set)
         for mixture in mixtures:  # an unknown key fails here, before any training
@@ -371,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ConfigError as e:
         p.error(str(e))
     workdir = args.workdir or str(ROOT / "runs" / "mixtures_table" / args.name)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
     result: dict = {"command": shlex.join(["benchmarks/mixtures_table.py"] + (argv or sys.argv[1:])), "rows": []}
@@ -409,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = os.path.join(args.out_dir, args.name)
     fileio.write_json(base + ".json", result)
     header = (
-        f"2-D mixtures, PacGAN protocol: {args.epochs:g} epochs of 1,000 updates, {args.seeds} seeds, "
+        f"2-D mixtures, PacGAN protocol: {args.epochs:g} epochs of 1,000 updates, {args.seeds} seeds "
+        f"({seeds[0]}-{seeds[-1]}), "
         f"{args.num_samples} samples per seed; mean ± standard error over seeds. "
         f"Command: `.venv/bin/python {result['command']}` ({result['wall_s'] / 60:.1f} min in all)."
     )

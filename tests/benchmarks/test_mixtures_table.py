@@ -135,3 +135,20 @@ def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tabl
     assert other["steps_this_invocation"] == 0 and other["eval_seed"] == 3
     assert other["per_seed"] != want["per_seed"] and (row_dir / "row_eval_seed_3.json").exists()
     assert "scored on evaluation seed 3" in (tmp_path / "resumed.md").read_text()
+
+
+def test_first_seed_trains_a_later_seed_apart(table, tmp_path):
+    """`--first_seed` adds training seeds to a table from another invocation: its own state folder, and the seed's
+    run is the one the same seed gets among others."""
+    args = ["--mixtures=ring", "--methods=GAN", "--epochs=0.02", "--chunk=10", "--num_samples=300"]
+    both = table.main([*args, "--seeds=2", f"--out_dir={tmp_path}", "--name=both", f"--workdir={tmp_path}"])
+    alone = table.main(
+        [*args, "--seeds=1", "--first_seed=1", f"--out_dir={tmp_path}", "--name=s1", f"--workdir={tmp_path}"]
+    )
+    assert alone["rows"][0]["seeds"] == [1]
+    assert alone["rows"][0]["per_seed"] == [both["rows"][0]["per_seed"][1]]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "ring_GAN_2seeds_0.02ep",
+        "ring_GAN_seeds1-1_0.02ep",
+    ]
+    assert "1 seeds (1-1)" in (tmp_path / "s1.md").read_text()
