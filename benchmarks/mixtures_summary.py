@@ -40,13 +40,13 @@ POOLED_KEY = "pooled"  # marks this script's own outputs, which a pattern may al
 def _setting(row: dict) -> tuple:
     """What makes rows the same experiment: everything but which seeds trained it and which draw scored it."""
     overrides = tuple(sorted((k, json.dumps(v)) for k, v in (row.get("overrides") or {}).items()))
-    return (row["mixture"], row["method"], float(row["epochs"]), overrides)
+    return (row["mixture"], row["method"], float(row["epochs"]), int(row["num_samples"]), overrides)
 
 
 def _label(setting: tuple) -> str:
-    mixture, method, epochs, overrides = setting
+    mixture, method, epochs, num_samples, overrides = setting
     changes = ", ".join(f"{k}={json.loads(v)}" for k, v in overrides)
-    return f"{mixture} {method}, {epochs:g} epochs" + (f" ({changes})" if changes else "")
+    return f"{mixture} {method}, {epochs:g} epochs, {num_samples} samples" + (f" ({changes})" if changes else "")
 
 
 def pool(results: list[tuple[str, dict]]) -> list[dict]:
@@ -81,7 +81,8 @@ def pool(results: list[tuple[str, dict]]) -> list[dict]:
             "mixture": key[0],
             "method": key[1],
             "epochs": key[2],
-            "overrides": {k: json.loads(v) for k, v in key[3]},
+            "num_samples": key[3],
+            "overrides": {k: json.loads(v) for k, v in key[4]},
             "training_seeds": seeds,
             "eval_draws": draws[seeds[0]],
             "train_min_per_seed": [round(train_s[key][s] / 60, 1) for s in seeds],
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     header = (
         f"2-D mixtures rows pooled from {len(results)} results files: per training seed the mean over its "
-        f"evaluation draws (2,500 samples each), then mean ± standard error over training seeds. "
+        f"evaluation draws, then mean ± standard error over training seeds. "
         f"Command: `.venv/bin/python {command}`."
     )
     base = os.path.join(args.results_dir, args.name)

@@ -27,7 +27,7 @@ def _row(seeds, draw, hq, kl, overrides=None, kept=None, train_s=600.0):
         per_seed.append({"seed": s, "modes": 25, "high_quality_pct": h, "reverse_kl": k})
         if kept is not None:
             per_seed[-1]["drs_acceptance"] = kept
-    row = {"mixture": "grid", "method": "GAN", "epochs": 120.0, "seeds": seeds, "train_s": train_s}
+    row = {"mixture": "grid", "method": "GAN", "epochs": 120.0, "seeds": seeds, "train_s": train_s, "num_samples": 2500}
     return {**row, "overrides": overrides or {}, "eval_seed": draw, "per_seed": per_seed}
 
 
