@@ -1,26 +1,16 @@
 """The image tables script, in a quick variant: runs trained, resumed, scored once, the table written."""
 
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import image_table as table  # the repository is on pytest's path (pyproject)
+
 TINY = ["--set=model.g_width=8", "--set=model.d_width=8"]
 
 
-@pytest.fixture(scope="module")
-def table():
-    spec = importlib.util.spec_from_file_location("image_table", os.path.join(ROOT, "benchmarks", "image_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_protocol_configs(table):
+def test_protocol_configs():
     stacked = table.TABLES["stacked_mnist"]
     dcgan = table.row_config(stacked, "DCGAN", 0)
     pac = table.row_config(stacked, "PacDCGAN2", 3)
@@ -70,7 +60,7 @@ def test_protocol_configs(table):
     assert (packed.pack, packed.batch_size) == (2, 64)
 
 
-def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
+def test_quick_stacked_mnist_table_resumes_and_reuses_scores(tmp_path):
     # Four short training runs in all (each costs a compilation): one seed of each row, a second seed of the packed
     # row beside the kept first, then one run resumed.
     args = [
@@ -105,7 +95,7 @@ def test_quick_stacked_mnist_table_resumes_and_reuses_scores(table, tmp_path):
     assert json.loads((seed0 / "table_scores.json").read_text())["steps"] == 4
 
 
-def test_quick_fid_table(table, tmp_path):
+def test_quick_fid_table(tmp_path):
     out = table.main(
         [
             "--table=fid_mnist",
@@ -128,7 +118,7 @@ def test_quick_fid_table(table, tmp_path):
     assert "| wall per run (train + score) |" in md and " min |" in md
 
 
-def test_unknown_row_is_refused(table, capsys):
+def test_unknown_row_is_refused(capsys):
     with pytest.raises(SystemExit):
         table.main(["--table=fid_mnist", "--rows=WGAN"])
     assert "fid_mnist has no row 'WGAN'" in capsys.readouterr().err

@@ -1,24 +1,10 @@
 """Pooling mixtures rows over training seeds and evaluation draws: exact expectations on hand-made results files."""
 
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def summary():
-    spec = importlib.util.spec_from_file_location(
-        "mixtures_summary", os.path.join(ROOT, "benchmarks", "mixtures_summary.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import mixtures_summary as summary  # the repository is on pytest's path (pyproject)
 
 
 def _row(seeds, draw, hq, kl, overrides=None, kept=None, train_s=600.0):
@@ -35,7 +21,7 @@ def _write(tmp_path, name, *rows):
     (tmp_path / f"{name}.json").write_text(json.dumps({"rows": list(rows)}))
 
 
-def test_pools_draws_per_seed_then_seeds(summary, tmp_path):
+def test_pools_draws_per_seed_then_seeds(tmp_path):
     # Seed 0 trained alone (one file per draw), seed 1 trained by another invocation (--first_seed=1).
     _write(tmp_path, "g", _row([0], 0, [97.0], [0.010], train_s=1800.0))
     _write(tmp_path, "g_eval1", _row([0], 1, [96.0], [0.020], train_s=1800.0))
@@ -60,7 +46,7 @@ def test_pools_draws_per_seed_then_seeds(summary, tmp_path):
     assert summary.main(["g*", "pooled", f"--results_dir={tmp_path}", "--name=pooled"]) == rows
 
 
-def test_refuses_what_cannot_be_pooled(summary, tmp_path, capsys):
+def test_refuses_what_cannot_be_pooled(tmp_path, capsys):
     _write(tmp_path, "a", _row([0], 0, [97.0], [0.01]))
     _write(tmp_path, "a_eval1", _row([0], 1, [96.0], [0.02]))
     _write(tmp_path, "a_seed1", _row([1], 0, [94.0], [0.03]))  # seed 1 lacks draw 1

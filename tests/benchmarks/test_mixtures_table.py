@@ -1,28 +1,14 @@
 """The 2-D mixtures table script, in a quick variant: every row trained over seeds, scored, written out."""
 
-import importlib.util
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import mixtures_table as table  # the repository is on pytest's path (pyproject)
 
 
-@pytest.fixture(scope="module")
-def table():
-    spec = importlib.util.spec_from_file_location(
-        "mixtures_table", os.path.join(ROOT, "benchmarks", "mixtures_table.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_paper_rows_are_configured_as_in_the_paper(table):
+def test_paper_rows_are_configured_as_in_the_paper():
     gan, pac = table.row_config("grid", "GAN", 400), table.row_config("grid", "PacGAN4", 400)
     assert (gan.batch_size, gan.pack, gan.data.num_examples, gan.num_train_steps) == (100, 1, 100_000, 400_000)
     # PacGAN's code: 100,000 packs of 4 points, batches of 100 packs, 1,000 updates an epoch.
@@ -31,7 +17,7 @@ def test_paper_rows_are_configured_as_in_the_paper(table):
     assert gan.optim.d.lr == 1e-4 and gan.optim.g.b1 == 0.8
 
 
-def test_set_changes_every_row_and_names_it(table):
+def test_set_changes_every_row_and_names_it():
     changes = {"r1_gamma": 0.1, "optim.g.lr": 1e-3}
     config = table.row_config("grid", "PacGAN4", 1, changes)
     assert (config.r1_gamma, config.optim.g.lr, config.optim.d.lr, config.pack) == (0.1, 1e-3, 1e-4, 4)
@@ -41,7 +27,7 @@ def test_set_changes_every_row_and_names_it(table):
     assert plain == "w/grid_GAN_1seeds_20ep" and changed != plain
 
 
-def test_quick_table(table, tmp_path):
+def test_quick_table(tmp_path):
     out = table.main(
         [
             "--mixtures=ring",
@@ -72,7 +58,7 @@ def test_quick_table(table, tmp_path):
     assert (tmp_path / "quick.png").stat().st_size > 10_000
 
 
-def test_bad_arguments_are_refused(table, capsys):
+def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
         table.main(["--methods=WGAN"])
     assert "unknown method 'WGAN'" in capsys.readouterr().err
@@ -82,7 +68,7 @@ def test_bad_arguments_are_refused(table, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(table, tmp_path, capsys):
+def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tmp_path, capsys):
     args = [
         "--mixtures=ring",
         "--methods=GAN+EMA+decay",  # the learning-rate schedule and the EMA are part of what must resume exactly
@@ -137,7 +123,7 @@ def test_an_interrupted_row_resumes_exactly_and_a_finished_one_is_read_back(tabl
     assert "scored on evaluation seed 3" in (tmp_path / "resumed.md").read_text()
 
 
-def test_first_seed_trains_a_later_seed_apart(table, tmp_path):
+def test_first_seed_trains_a_later_seed_apart(tmp_path):
     """`--first_seed` adds training seeds to a table from another invocation: its own state folder, and the seed's
     run is the one the same seed gets among others."""
     args = ["--mixtures=ring", "--methods=GAN", "--epochs=0.02", "--chunk=10", "--num_samples=300"]

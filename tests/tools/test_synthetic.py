@@ -7,7 +7,6 @@ counts, layouts, determinism and the refusals in a second, without compiling a g
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from benchmarks import cas  # the repository is on pytest's path (pyproject)
 from gan_jax.data import get_dataset
 from gan_jax.tools import synthetic as syn
 
@@ -195,16 +195,7 @@ def test_run_py_reports_bad_per_class_without_traceback(tmp_path):
 # ---------------------------------------------------------------------------------------------------------- CAS
 
 
-@pytest.fixture(scope="module")
-def cas():
-    spec = importlib.util.spec_from_file_location("cas", os.path.join(ROOT, "benchmarks", "cas.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cas_rows_subsets_and_batches(cas):
+def test_cas_rows_subsets_and_batches():
     assert [r.name for r in cas.plan_rows([10, 100])] == [
         "real",
         "synthetic",
@@ -230,7 +221,7 @@ def test_cas_rows_subsets_and_batches(cas):
     np.testing.assert_array_equal(balanced, np.stack(list(cas.batch_indices([100, 10], 4, 10, seed=0, mix="balanced"))))
 
 
-def test_cas_table_assembly(cas):
+def test_cas_table_assembly():
     real = (np.zeros((40, 4, 4, 1), np.uint8), np.repeat(np.arange(4), 10).astype(np.int32))
     synthetic = (np.ones((8, 4, 4, 1), np.uint8), np.tile(np.arange(4), 2).astype(np.int32))
     seen = []
@@ -264,7 +255,7 @@ def test_cas_table_assembly(cas):
     assert "| synthetic | 0 | 8 | 55.80 ± 7.07 |" in md and "CAS / real accuracy: 0.946" in md
 
 
-def test_cas_classifier_trains_deterministically(cas):
+def test_cas_classifier_trains_deterministically():
     rng = np.random.default_rng(0)
     y = np.tile(np.arange(2), 32).astype(np.int32)
     x = (rng.integers(0, 60, (64, 8, 8, 1)) + 180 * y[:, None, None, None]).astype(np.uint8)  # bright = class 1
