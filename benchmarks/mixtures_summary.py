@@ -30,10 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.mixtures_table import SCORES  # noqa: E402
 from gan_jax import fileio  # noqa: E402
 from gan_jax.train.seeds import mean_sem  # noqa: E402
 
-SCORES = ("modes", "high_quality_pct", "reverse_kl")  # mixtures_table.SCORES (not imported: it builds no model here)
+POOLED_NAMES = SCORES + ("drs_acceptance",)  # the per-seed entries pooled (the last only for rejection sampling)
 POOLED_KEY = "pooled"  # marks this script's own outputs, which a pattern may also match
 
 
@@ -61,7 +62,7 @@ def pool(results: list[tuple[str, dict]]) -> list[dict]:
             sources.setdefault(key, []).append(name)
             for entry in row["per_seed"]:
                 seed = int(entry["seed"])
-                got = {k: entry[k] for k in SCORES + ("drs_acceptance",) if k in entry}
+                got = {k: entry[k] for k in POOLED_NAMES if k in entry}
                 seen = scores.setdefault(key, {}).setdefault(seed, {})
                 if draw in seen and seen[draw] != got:
                     raise ValueError(
@@ -88,13 +89,19 @@ def pool(results: list[tuple[str, dict]]) -> list[dict]:
             "train_min_per_seed": [round(train_s[key][s] / 60, 1) for s in seeds],
             "files": sorted(set(sources[key])),
         }
-        names = [n for n in SCORES + ("drs_acceptance",) if all(n in v for d in by_seed.values() for v in d.values())]
+        names = [n for n in POOLED_NAMES if all(n in v for d in by_seed.values() for v in d.values())]
         for n in names:
             per_seed = [float(np.mean([by_seed[s][d][n] for d in draws[s]])) for s in seeds]
             out[f"{n}_per_seed"] = per_seed
             out[f"{n}_mean"], out[f"{n}_sem"] = mean_sem(per_seed)
         pooled.append(out)
     return pooled
+
+
+def _mean_cell(row: dict, name: str, fmt: str) -> str:
+    """ "mean ± s.e." over training seeds; with one seed there is no spread to show, not a zero one."""
+    mean, sem = format(row[f"{name}_mean"], fmt), format(row[f"{name}_sem"], fmt)
+    return f"{mean} (one seed)" if len(row["training_seeds"]) == 1 else f"{mean} ± {sem}"
 
 
 def markdown(rows: list[dict], header: str) -> str:
@@ -107,20 +114,14 @@ def markdown(rows: list[dict], header: str) -> str:
     ]
     for r in rows:
         kept = f"{100 * r['drs_acceptance_mean']:.0f}%" if "drs_acceptance_mean" in r else "100%"
-        one = len(r["training_seeds"]) == 1  # no spread over training seeds to show: not a zero one
-
-        def pm(name: str, fmt: str, r: dict = r, one: bool = one) -> str:
-            mean, sem = format(r[f"{name}_mean"], fmt), format(r[f"{name}_sem"], fmt)
-            return f"{mean} (one seed)" if one else f"{mean} ± {sem}"
-
         lines.append(
             f"| {r['setting']} | {', '.join(map(str, r['training_seeds']))} "
             f"| {', '.join(map(str, r['eval_draws']))} "
             f"| {' / '.join(f'{v:g}' for v in r['modes_per_seed'])} "
             f"| {' / '.join(f'{v:.2f}' for v in r['high_quality_pct_per_seed'])} "
-            f"| {pm('high_quality_pct', '.2f')} "
+            f"| {_mean_cell(r, 'high_quality_pct', '.2f')} "
             f"| {' / '.join(f'{v:.3f}' for v in r['reverse_kl_per_seed'])} "
-            f"| {pm('reverse_kl', '.3f')} | {kept} "
+            f"| {_mean_cell(r, 'reverse_kl', '.3f')} | {kept} "
             f"| {' / '.join(f'{v:g}' for v in r['train_min_per_seed'])} min |"
         )
     return "\n".join(lines)
@@ -132,11 +133,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", required=True, help="writes <results_dir>/<name>.json and .md")
     args = p.parse_args(argv)
-    names = sorted(
-        f[: -len(".json")]
-        for f in os.listdir(args.results_dir)
-        if f.endswith(".json") and any(fnmatch.fnmatch(f[: -len(".json")], pat) for pat in args.patterns)
-    )
+    stems = (Path(f).stem for f in os.listdir(args.results_dir) if f.endswith(".json"))
+    names = sorted(n for n in stems if any(fnmatch.fnmatch(n, pat) for pat in args.patterns))
     results = [(n, json.loads(Path(args.results_dir, n + ".json").read_text())) for n in names]
     results = [(n, r) for n, r in results if POOLED_KEY not in r]
     if not results:
