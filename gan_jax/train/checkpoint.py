@@ -74,6 +74,11 @@ class Checkpoints:
                 enable_async_checkpointing=async_save,
             ),
         )
+        # Orbax removes an earlier run's half-written temporary directories on a background thread that only its
+        # `save` awaits (orbax-checkpoint 0.12.8, pinned): a run that stops before saving (every checkpoint corrupt,
+        # evaluation only) would leave that thread to die at interpreter exit with a traceback under our clear error.
+        # Waiting here costs one listing of the directory, and serves every way a run ends.
+        self.manager._maybe_await_cleanup_tmp_directory()
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
