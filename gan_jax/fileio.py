@@ -3,6 +3,8 @@
 Every record the library keeps beside a run (checkpoint manifests, the best-checkpoint record, benchmark rows) and
 every cache it builds (Inception weights, reference features, the MNIST classifier) is written through here: the
 content goes to a temporary file in the same directory, which `os.replace` then renames over the target in one step.
+
+`exclusive` serializes the builders of one cache entry across processes, so that it is built once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -38,6 +41,33 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def exclusive(path: str) -> Iterator[None]:
+    """Holds an exclusive lock on the directory that will hold `path` (an advisory `flock`) while the block runs.
+
+    Why: building a cache entry (the MNIST classifier: a minute or two; the oneDNN library; reference features) is
+    expensive, and processes that start together (pytest workers, evaluations launched side by side) would each
+    build it. A builder takes the lock, looks for the entry again and builds it only if it is still missing; the
+    others wait, then find it. Threads of one process exclude each other too (each opens its own file description).
+    The directory, not a lock file, is locked so that a cache holds nothing but its entries; builders of other
+    entries in the same directory wait as well, which costs little as each is CPU-bound anyway. Without `fcntl`
+    (Windows) the block runs unlocked, which is only slower.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_json(path: str, obj: Any, indent: int | None = 1) -> None:

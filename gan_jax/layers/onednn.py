@@ -54,7 +54,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from gan_jax import env
+from gan_jax import env, fileio
 from gan_jax.layers.lax_conv import conv_nhwc
 
 Array = jax.Array
@@ -140,7 +140,9 @@ def available() -> bool:
     try:
         path = library_path()
         if not os.path.exists(path):
-            _build(path)
+            with fileio.exclusive(path):  # test workers or runs started together: one compiles, the others wait
+                if not os.path.exists(path):
+                    _build(path)
         if not _registered:
             library = ctypes.cdll.LoadLibrary(path)
             for target in _TARGETS.values():

@@ -12,9 +12,9 @@ test accuracy (the recipe's seed 0; other seeds gave 99.2-99.3%).
 
 The parameters, the test accuracy and a hash of the training recipe are cached in
 `${GAN_JAX_CACHE:-~/.cache/gan_jax}/mnist_classifier.npz` (written to a temporary file, then renamed, so a reader never
-sees half a file and two processes training at once both leave a complete one). A cache that cannot be read, lacks a
-parameter, has a parameter of the wrong shape or a non-finite value, or was made by another recipe is discarded and
-the classifier retrained.
+sees half a file). Processes that need it at once train it once: the first holds a lock (`fileio.exclusive`), the
+others wait, then load its file. A cache that cannot be read, lacks a parameter, has a parameter of the wrong shape
+or a non-finite value, or was made by another recipe is discarded and the classifier retrained.
 
 Input rule (`prepare_digits`): grey digits of shape (N, 28, 28) or (N, 28, 28, 1); 32x32 images (MNIST padded by 2
 on each side, as the DCGAN configs produce them) are centre-cropped to 28x28. Integer images are read as 0..255 pixel
@@ -327,6 +327,24 @@ def _save(path: str, clf: MnistClassifier) -> None:
 _LOADED: dict[tuple[str, str], MnistClassifier] = {}
 
 
+def _train_and_save(path: str) -> MnistClassifier:
+    """Trains the classifier by `RECIPE` and caches it at `path`, refusing one below the accuracy bar."""
+    # Warnings, not info: a one-off pause of a minute or two should be explained even where INFO is hidden.
+    log.warning("training the MNIST classifier once (cached as %s; about 1.5 minutes on two CPU cores)", path)
+    t0 = time.perf_counter()
+    clf = train_classifier()
+    log.warning(
+        "MNIST classifier trained in %.0f s: test accuracy %.2f%%", time.perf_counter() - t0, 100 * clf.test_accuracy
+    )
+    if clf.test_accuracy < MIN_TEST_ACCURACY:
+        raise RuntimeError(
+            f"the MNIST classifier reached only {100 * clf.test_accuracy:.2f}% test accuracy "
+            f"(needs {100 * MIN_TEST_ACCURACY:.0f}%); not caching it"
+        )
+    _save(path, clf)
+    return clf
+
+
 def mnist_classifier(*, retrain: bool = False) -> MnistClassifier:
     """The cached MNIST classifier; trains it once (about 1.5 minutes on two CPU cores) when no usable cache exists.
 
@@ -340,20 +358,9 @@ def mnist_classifier(*, retrain: bool = False) -> MnistClassifier:
         return _LOADED[key]
     clf = None if retrain else _load(path, sha)
     if clf is None:
-        # Warnings, not info: a one-off pause of a minute or two should be explained even where INFO is hidden.
-        log.warning("training the MNIST classifier once (cached as %s; about 1.5 minutes on two CPU cores)", path)
-        t0 = time.perf_counter()
-        clf = train_classifier()
-        log.warning(
-            "MNIST classifier trained in %.0f s: test accuracy %.2f%%",
-            time.perf_counter() - t0,
-            100 * clf.test_accuracy,
-        )
-        if clf.test_accuracy < MIN_TEST_ACCURACY:
-            raise RuntimeError(
-                f"the MNIST classifier reached only {100 * clf.test_accuracy:.2f}% test accuracy "
-                f"(needs {100 * MIN_TEST_ACCURACY:.0f}%); not caching it"
-            )
-        _save(path, clf)
+        with fileio.exclusive(path):  # one process trains; others started alongside wait, then load its file
+            clf = None if retrain else _load(path, sha)
+            if clf is None:
+                clf = _train_and_save(path)
     _LOADED[key] = clf
     return clf

@@ -164,6 +164,9 @@ def reference_features(
     path, key = _cache_path(dataset, split, n, resolution, sha)
     features = _read_cache(path, key)
     if features is None:
-        features = np.concatenate([fid_features(chunk, batch_size=batch_size) for chunk in chunks])
-        _write_cache(path, key, features, info)
+        with fileio.exclusive(path):  # computed once when several evaluations start together
+            features = _read_cache(path, key)
+            if features is None:
+                features = np.concatenate([fid_features(chunk, batch_size=batch_size) for chunk in chunks])
+                _write_cache(path, key, features, info)
     return features, info

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -91,7 +93,7 @@ def test_trains_once_then_reuses_the_cache(tmp_cache: list, mnist_clf: MnistClas
     first = mnist_classifier()
     assert len(tmp_cache) == 1 and os.path.isfile(path)
     mtime = os.stat(path).st_mtime_ns
-    assert [n for n in os.listdir(os.path.dirname(path)) if n != clf_mod.CACHE_NAME] == []  # no temp file left
+    assert [n for n in os.listdir(os.path.dirname(path)) if n != clf_mod.CACHE_NAME] == []  # no temp or lock file
     assert mnist_classifier() is first  # in memory
     clf_mod._LOADED.clear()
     loaded = mnist_classifier()  # from the file, as in a new process
@@ -100,6 +102,28 @@ def test_trains_once_then_reuses_the_cache(tmp_cache: list, mnist_clf: MnistClas
     assert loaded.test_accuracy == mnist_clf.test_accuracy
     mnist_classifier(retrain=True)
     assert len(tmp_cache) == 2
+
+
+def test_callers_that_start_together_train_once(tmp_cache: list, mnist_clf, monkeypatch) -> None:
+    """A second caller that finds no cache while the first is training (pytest workers, two evaluations started side
+    by side) waits for the first's lock, then loads its file instead of training again."""
+    training = threading.Event()
+
+    def slow_train(recipe=None) -> MnistClassifier:
+        tmp_cache.append(recipe)
+        training.set()
+        time.sleep(0.5)  # the second caller looks for the cache meanwhile
+        return mnist_clf
+
+    monkeypatch.setattr(clf_mod, "train_classifier", slow_train)
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("first", mnist_classifier()))
+    first.start()
+    assert training.wait(30)
+    second = mnist_classifier()
+    first.join()
+    assert len(tmp_cache) == 1
+    assert second is not got["first"] and _same_params(second, mnist_clf)  # read from the first one's file
 
 
 def _truncate(path: str) -> None:
