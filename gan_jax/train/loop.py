@@ -17,9 +17,8 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
 
-from gan_jax.train import parallel, visualize
+from gan_jax.train import parallel, visualize, writers
 from gan_jax.train.checkpoint import CheckpointError
 from gan_jax.train.evaluation import Evaluations
 from gan_jax.train.experiment import Experiment, setup
@@ -133,14 +132,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         jax.device_count(),
     )
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+    writer = writers.create_writer(workdir, just_logging=not is_main)
     evaluations = Evaluations(exp, writer=writer, is_main=is_main)
     if is_main:
         trim_after(metrics_path, start)
         evaluations.trim(start)
 
     replicated = parallel.replicated(exp.mesh)
-    progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
+    progress = writers.Progress(num_train_steps=total, writer=writer, every_steps=config.log_every)
 
     def batches_from(step: int):
         return exp.dataset.iterate(
@@ -191,7 +190,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         batches.close()
         batches = batches_from(step)
         pending, window, log_t0 = None, [], time.perf_counter()
-        progress = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=config.log_every)
+        progress = writers.Progress(num_train_steps=total, writer=writer, every_steps=config.log_every)
         if is_main:
             trim_after(metrics_path, step)
             evaluations.trim(step)
@@ -266,7 +265,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             exp.checkpoints.close()
         except Exception:  # noqa: BLE001 - already reported above
             log.debug("checkpoint manager close failed", exc_info=True)
-        writer.flush()
+        writer.close()
     return state
 
 
