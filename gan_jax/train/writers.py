@@ -4,8 +4,8 @@ Why not `clu.metric_writers` and `clu.periodic_actions`, which these follow (the
 `write_images(step, images)` / `flush()` interface, the same console lines, the same `steps_per_sec` and `uptime`
 scalars): importing either package imports TensorFlow for clu's TensorBoard writer, about 10 s on two CPU cores, paid
 by every `run.py` process (a `--mode=sample` run included) and by each test that starts one. The TensorBoard event
-files are written here with the `tensorboard` package alone (its event-file writer and protocol buffers), which
-imports in half a second. Scalars are written as TF1-style `simple_value`s and images as PNGs, both of which
+files are written here with the `tensorboard` package alone (its record writer and protocol buffers), which imports
+in half a second. Scalars are written as TF1-style `simple_value`s and images as PNGs, both of which
 TensorBoard's scalar and image dashboards read.
 """
 
@@ -66,9 +66,10 @@ def _png(image: np.ndarray) -> bytes:
 
 
 class TensorBoardWriter:
-    """An `events.out.tfevents.*` file in `logdir`, as TensorBoard reads it, written synchronously (a few records per
-    logged step) through `tensorboard`'s record format; its `EventFileWriter` is not used because it opens files
-    through `tf.io.gfile`, which imports TensorFlow when it is installed.
+    """An `events.out.tfevents.*` file in `logdir`, as TensorBoard reads it, written through `tensorboard`'s record
+    format and flushed after every write (a few records per logged step), so a running job shows up at once. Its
+    `EventFileWriter` is not used because it opens files through `tf.io.gfile`, which imports TensorFlow when it is
+    installed.
 
     `write_images` takes, per name, a batch (N, H, W, C) of uint8 images (or floats in [0, 1]) with 1, 3 or 4
     channels, as clu's writer does; image i of a batch is tagged `name/image/i` when N > 1, `name` otherwise.
@@ -83,15 +84,15 @@ class TensorBoardWriter:
         os.makedirs(logdir, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_IDS)}"
         self.path = os.path.join(logdir, name)
-        self._records = RecordWriter(open(self.path, "wb"))  # noqa: SIM115 - closed by close()
+        self._records = RecordWriter(open(self.path, "wb"))  # closed by close()
         self._records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-        self._records.flush()
 
     def _add(self, step: int, values: Sequence[Any]) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
         summary = summary_pb2.Summary(value=list(values))
         self._records.write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary).SerializeToString())
+        self._records.flush()
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         from tensorboard.compat.proto import summary_pb2

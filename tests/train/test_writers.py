@@ -38,6 +38,7 @@ def read_events(path: str) -> list[event_pb2.Event]:
 def test_scalars_and_images_read_back(tmp_path) -> None:
     writer = writers.TensorBoardWriter(str(tmp_path))
     writer.write_scalars(3, {"g_loss": 1.25, "steps_per_sec": np.float32(7.5)})
+    assert len(read_events(writer.path)) == 2  # on disk before close: TensorBoard shows a running job
     rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
     grey = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4, 1)
     writer.write_images(4, {"samples": rgb, "grid": grey})
