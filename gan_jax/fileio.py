@@ -4,7 +4,8 @@ Every record the library keeps beside a run (checkpoint manifests, the best-chec
 every cache it builds (Inception weights, reference features, the MNIST classifier) is written through here: the
 content goes to a temporary file in the same directory, which `os.replace` then renames over the target in one step.
 
-`exclusive` serializes the builders of one cache entry across processes, so that it is built once.
+`exclusive` serializes the builders of one cache entry across processes, and `load_or_build` uses it so that an
+entry is built once.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -68,6 +71,23 @@ def exclusive(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def load_or_build(path: str, load: Callable[[], T | None], build: Callable[[], T]) -> T:
+    """The cache entry at `path`: `load()` if it finds it, else `build()` run once across processes.
+
+    Why: every expensive cache (the MNIST classifier, the oneDNN library, reference features) needs the same three
+    steps, and getting their order wrong either builds twice or blocks readers: look (no lock, so readers of a
+    present entry never wait), take `exclusive(path)`, look again (another process may have built it while this one
+    waited), and only then build. `load` returns None for a missing or unusable entry; `build` writes the entry
+    (atomically) and returns it.
+    """
+    found = load()
+    if found is not None:
+        return found
+    with exclusive(path):
+        found = load()
+        return build() if found is None else found
 
 
 def write_json(path: str, obj: Any, indent: int | None = 1) -> None:

@@ -42,3 +42,39 @@ def test_atomic_open_refuses_append_and_read_modes(tmp_path):
     with pytest.raises(ValueError, match="whole files"):
         with fileio.atomic_open(str(tmp_path / "x"), "a"):
             pass
+
+
+def test_load_or_build_builds_once_when_callers_start_together(tmp_path):
+    """Two builders of one missing entry: the second waits on the lock, looks again and loads the first one's file.
+    The present entry is then loaded without building, and `build`'s own result is returned to the builder."""
+    import threading
+    import time
+
+    path = str(tmp_path / "entry.json")
+    builds: list[int] = []
+    started = threading.Event()
+
+    def load():
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def build():
+        builds.append(1)
+        started.set()
+        time.sleep(0.3)  # the second caller looks for the entry meanwhile
+        fileio.write_json(path, {"built": len(builds)})
+        return {"built": len(builds), "by": "build"}
+
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("first", fileio.load_or_build(path, load, build)))
+    first.start()
+    assert started.wait(10)
+    second = fileio.load_or_build(path, load, build)
+    first.join()
+    assert builds == [1]
+    assert got["first"] == {"built": 1, "by": "build"}
+    assert second == {"built": 1}
+    assert fileio.load_or_build(path, load, build) == {"built": 1} and builds == [1]
+    assert sorted(os.listdir(tmp_path)) == ["entry.json"]  # no lock file beside the entry

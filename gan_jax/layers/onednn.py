@@ -93,7 +93,8 @@ def library_path() -> str:
     return os.path.join(root, "onednn", f"onednn_conv-{digest[:16]}.so")
 
 
-def _build(path: str) -> None:
+def _build(path: str) -> str:
+    """Compiles the library into `path` (atomically) and returns `path`."""
     include, lib, ffi_include = _dirs()
     if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
         raise RuntimeError(f"oneDNN headers not found under {include}: pip install onednn-devel-cpu-gomp")
@@ -124,6 +125,7 @@ def _build(path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
 
 
 _registered: list[str] = []  # the library whose handlers JAX calls (registered once per process)
@@ -139,10 +141,8 @@ def available() -> bool:
         return False
     try:
         path = library_path()
-        if not os.path.exists(path):
-            with fileio.exclusive(path):  # test workers or runs started together: one compiles, the others wait
-                if not os.path.exists(path):
-                    _build(path)
+        # Test workers or runs started together: one compiles, the others wait.
+        fileio.load_or_build(path, lambda: path if os.path.exists(path) else None, lambda: _build(path))
         if not _registered:
             library = ctypes.cdll.LoadLibrary(path)
             for target in _TARGETS.values():

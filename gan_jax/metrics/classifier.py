@@ -12,7 +12,7 @@ test accuracy (the recipe's seed 0; other seeds gave 99.2-99.3%).
 
 The parameters, the test accuracy and a hash of the training recipe are cached in
 `${GAN_JAX_CACHE:-~/.cache/gan_jax}/mnist_classifier.npz` (written to a temporary file, then renamed, so a reader never
-sees half a file). Processes that need it at once train it once: the first holds a lock (`fileio.exclusive`), the
+sees half a file). Processes that need it at once train it once: the first holds a lock (`fileio.load_or_build`), the
 others wait, then load its file. A cache that cannot be read, lacks a parameter, has a parameter of the wrong shape
 or a non-finite value, or was made by another recipe is discarded and the classifier retrained.
 
@@ -356,11 +356,8 @@ def mnist_classifier(*, retrain: bool = False) -> MnistClassifier:
     key = (path, sha)
     if not retrain and key in _LOADED:
         return _LOADED[key]
-    clf = None if retrain else _load(path, sha)
-    if clf is None:
-        with fileio.exclusive(path):  # one process trains; others started alongside wait, then load its file
-            clf = None if retrain else _load(path, sha)
-            if clf is None:
-                clf = _train_and_save(path)
+    # One process trains; others started alongside wait, then load its file.
+    load = (lambda: None) if retrain else (lambda: _load(path, sha))
+    clf = fileio.load_or_build(path, load, lambda: _train_and_save(path))
     _LOADED[key] = clf
     return clf

@@ -162,11 +162,11 @@ def reference_features(
         "selection": SELECTION,
     }
     path, key = _cache_path(dataset, split, n, resolution, sha)
-    features = _read_cache(path, key)
-    if features is None:
-        with fileio.exclusive(path):  # computed once when several evaluations start together
-            features = _read_cache(path, key)
-            if features is None:
-                features = np.concatenate([fid_features(chunk, batch_size=batch_size) for chunk in chunks])
-                _write_cache(path, key, features, info)
-    return features, info
+
+    def build() -> np.ndarray:
+        features = np.concatenate([fid_features(chunk, batch_size=batch_size) for chunk in chunks])
+        _write_cache(path, key, features, info)
+        return features
+
+    # Computed once when several evaluations start together.
+    return fileio.load_or_build(path, lambda: _read_cache(path, key), build), info
