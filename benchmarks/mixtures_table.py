@@ -16,10 +16,10 @@ PacGAN-m rows follow the paper's code: the dataset holds 100,000 *packs* of m po
 
 `--set KEY=VALUE` (repeatable) changes any config key of every row after the row's own changes, to try a recipe
 with one command; the changes are part of the row's name in the table and of its state folder. Sampling-only keys
-(SAMPLING_KEYS: discriminator rejection sampling's `drs_percentile`, `drs_burn_in`, `drs_calibrate_steps`) are not
-part of the folder: a finished row keeps its final state, so the same command with `--set drs_percentile=80`
-re-scores it in seconds instead of training it again, and the table reports the share of G's samples kept (and, with
-calibration, D's loss on the sampler before and after it).
+(SAMPLING_KEYS: discriminator rejection sampling's `drs_percentile`, `drs_burn_in`, `drs_calibrate_steps`,
+`drs_rule`) are not part of the folder: a finished row keeps its final state, so the same command with
+`--set drs_percentile=80` re-scores it in seconds instead of training it again, and the table reports the share of
+G's samples kept (and, with calibration, D's loss on the sampler before and after it).
 
 Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed scores, mean and standard error of
 each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
@@ -62,7 +62,7 @@ from gan_jax.train.seeds import SeedRuns, init_seed_runs, mean_sem, train_seed_r
 SCORES = ("modes", "high_quality_pct", "reverse_kl")
 # Config keys that change only how a trained row is sampled: a row's state folder leaves them out, so one training
 # serves every sampling setting (a finished row keeps its final state and is re-scored in seconds).
-SAMPLING_KEYS = ("drs_percentile", "drs_burn_in", "drs_calibrate_steps")
+SAMPLING_KEYS = ("drs_percentile", "drs_burn_in", "drs_calibrate_steps", "drs_rule")
 
 # Row -> config changes (beyond the packing, which `pack` sets up as in the paper's code).
 METHODS: dict[str, dict] = {

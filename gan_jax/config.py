@@ -90,6 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
     # candidates set the rule first. Unconditional models without packing.
     c.drs_percentile = 0.0
     c.drs_burn_in = 10_000
+    # "soft": the paper's rule above; "hard": keep a sample if and only if its score is at least gamma (the rule's
+    # zero-temperature limit: rejects what D ranks lowest without shifting the modes' weights by D's small offsets).
+    c.drs_rule = "soft"
     # ... and before it, this many Adam steps (config.optim.d) training a copy of D against the fixed sampler, with the
     # logistic loss alone: the rule assumes D optimal for the G being sampled, while the trained D is the D of a
     # moving G, held smooth by the game's penalties; 0 = D as trained.
@@ -185,6 +188,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     need(config.standing_stats >= 0, "standing_stats", "must be >= 0 (0 = off)")
     need(0.0 <= config.drs_percentile < 100.0, "drs_percentile", "is a percentile: in [0, 100) (0 = off)")
     need(config.drs_burn_in > 0, "drs_burn_in", "must be positive")
+    need(config.drs_rule in ("soft", "hard"), "drs_rule", "choose 'soft' (the paper's rule) or 'hard'")
+    need(
+        config.drs_rule == "soft" or config.drs_percentile > 0,
+        "drs_rule",
+        "is the rule of discriminator rejection sampling: set drs_percentile > 0 too",
+    )
     need(config.drs_calibrate_steps >= 0, "drs_calibrate_steps", "must be >= 0 (0 = D as trained)")
     need(
         config.drs_calibrate_steps == 0 or config.drs_percentile > 0,

@@ -142,6 +142,7 @@ class Experiment:
             burn_in_batches=-(-config.drs_burn_in // batch),
             percentile=config.drs_percentile,
             max_batches=max(100, -(-100 * num_samples // batch)),  # room for an acceptance rate down to 1%
+            hard=config.drs_rule == "hard",
         )
         self.last_rejection = {**summary, **calibration}
         return x

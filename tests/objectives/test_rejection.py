@@ -122,6 +122,8 @@ def test_calibrating_d_on_the_fixed_sampler(loss):
         ("configs/gan_mog.py:smoke", {"drs_percentile": 50.0, "pack": 2}, "with config.pack=2 D judges packs"),
         ("configs/gan_mog.py:smoke", {"drs_calibrate_steps": 10}, "drs_calibrate_steps=10: .*set drs_percentile > 0"),
         ("configs/gan_mog.py:smoke", {"drs_percentile": 5.0, "drs_calibrate_steps": -1}, "must be >= 0"),
+        ("configs/gan_mog.py:smoke", {"drs_percentile": 5.0, "drs_rule": "cold"}, "drs_rule='cold': choose 'soft'"),
+        ("configs/gan_mog.py:smoke", {"drs_rule": "hard"}, "drs_rule='hard': .*set drs_percentile > 0"),
         ("configs/stylegan.py:smoke", {"drs_percentile": 50.0}, "drs_percentile=50.0: StyleGAN2's objective"),
         ("configs/biggan.py:smoke", {"drs_percentile": 50.0}, "drs_percentile=50.0: the conditional game"),
     ],
@@ -143,3 +145,43 @@ def test_evaluators_report_the_acceptance(tmp_path):
     results = Evaluations(exp, record=False).run(exp.init_state())
     assert set(results) == {"modes"} and 0.0 < results["modes"]["rejection"]["acceptance"] < 1.0
     assert results["modes"]["rejection"]["candidates"] >= config.evals.modes.num_samples
+
+
+def test_hard_rule_keeps_exactly_the_samples_at_or_above_the_percentile():
+    """drs_rule='hard': the step function F >= gamma, so a sample is kept if and only if its logit reaches the
+    burn-in's percentile (F is increasing in the logit); the uniforms play no part and the acceptance is 1 - p."""
+    logits = np.linspace(-4.0, 0.0, 1001)
+    rule = RejectionRule.from_burn_in(logits, 20.0, hard=True)
+    accept = np.asarray(rule.accept_prob(jnp.asarray(logits)))
+    assert set(np.unique(accept)) == {0.0, 1.0}
+    threshold = np.percentile(logits, 20.0)
+    np.testing.assert_array_equal(accept == 1.0, logits >= threshold - 1e-5)
+    assert accept.mean() == pytest.approx(0.8, abs=0.002)
+
+    draw, uniforms = _loop()
+    kept, summary = rejection_sample(
+        draw, uniforms, 500, burn_in_batches=8, percentile=25.0, max_batches=100, hard=True
+    )
+    burn_in = np.concatenate([draw(i)[0] for i in range(8)])
+    cut = np.sqrt(np.percentile(burn_in**2, 75.0))  # logit -x^2 >= its 25th percentile  <=>  |x| <= cut
+    assert np.all(np.abs(kept) <= cut + 1e-6)
+    assert summary["acceptance"] == pytest.approx(0.75, abs=0.05)
+    never_uniforms = lambda i: np.full(64, 0.999999)  # noqa: E731  (the largest U: kept all the same)
+    same, _ = rejection_sample(
+        draw, never_uniforms, 500, burn_in_batches=8, percentile=25.0, max_batches=100, hard=True
+    )
+    np.testing.assert_array_equal(same, kept)
+
+
+def test_generate_with_the_hard_rule_differs_from_the_soft_one():
+    config = load_config("configs/gan_mog.py:smoke")
+    config.drs_percentile, config.drs_burn_in = 30.0, 5000  # a burn-in large enough to place the percentile well
+    exp = setup(config, None)
+    state = exp.init_state()
+    soft = exp.generate(state, 300, seed=0)
+    config.drs_rule = "hard"
+    hard = setup(config, None)
+    a, b = hard.generate(state, 300, seed=0), hard.generate(state, 300, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, soft)
+    assert hard.last_rejection["acceptance"] == pytest.approx(0.7, abs=0.03)  # 1 - p
