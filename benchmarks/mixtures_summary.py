@@ -13,6 +13,11 @@ Usage (every figure of the README's pooled mixtures tables comes from such a com
 
     .venv/bin/python benchmarks/mixtures_summary.py 'mixtures_grid_r1_120ep*' --name=mixtures_grid_r1_120ep_pooled
 
+`--exclude=PATTERN` leaves out names a pattern would take, such as a seed used to choose a setting, which must not be
+pooled with the seeds that report it:
+
+    .venv/bin/python benchmarks/mixtures_summary.py 'mixtures_grid_r1_120ep*' --exclude='*_tune_*' --name=...
+
 Writes benchmarks/results/<name>.json and <name>.md. A training seed scored on a different set of draws than the
 others is refused, since its mean would not be comparable; a (seed, draw) pair found twice must agree.
 """
@@ -130,11 +135,22 @@ def markdown(rows: list[dict], header: str) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("patterns", nargs="+", help="results names to pool (shell-style patterns, without .json)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="results names to leave out although a pattern matches them (repeatable), e.g. a tuning seed's",
+    )
     p.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", required=True, help="writes <results_dir>/<name>.json and .md")
     args = p.parse_args(argv)
     stems = (Path(f).stem for f in os.listdir(args.results_dir) if f.endswith(".json"))
-    names = sorted(n for n in stems if any(fnmatch.fnmatch(n, pat) for pat in args.patterns))
+    names = sorted(
+        n
+        for n in stems
+        if any(fnmatch.fnmatch(n, pat) for pat in args.patterns)
+        and not any(fnmatch.fnmatch(n, pat) for pat in args.exclude)
+    )
     results = [(n, json.loads(Path(args.results_dir, n + ".json").read_text())) for n in names]
     results = [(n, r) for n, r in results if POOLED_KEY not in r]
     if not results:
@@ -144,7 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except (KeyError, ValueError) as e:
         p.error(f"cannot pool these results: {e}")
     command = "benchmarks/mixtures_summary.py " + " ".join(
-        [f"'{pat}'" for pat in args.patterns] + [f"--name={args.name}"]
+        [f"'{pat}'" for pat in args.patterns] + [f"--exclude='{pat}'" for pat in args.exclude] + [f"--name={args.name}"]
     )
     header = (
         f"2-D mixtures rows pooled from {len(results)} results files: per training seed the mean over its "

@@ -44,6 +44,12 @@ def test_pools_draws_per_seed_then_seeds(tmp_path):
     assert "| 96.50 / 94.50 | 95.50 ± 1.00 |" in md and "| 50% |" in md
     # Its own output matches the pattern too, and is not read back as a results file.
     assert summary.main(["g*", "pooled", f"--results_dir={tmp_path}", "--name=pooled"]) == rows
+    # A tuning seed's files match the pattern but are left out when excluded.
+    _write(tmp_path, "g_tune_seed3", _row([3], 0, [50.0], [0.5]))
+    _write(tmp_path, "g_tune_seed3_eval1", _row([3], 1, [50.0], [0.5]))
+    assert summary.main(["g*", "--exclude=*_tune_*", f"--results_dir={tmp_path}", "--name=pooled"]) == rows
+    assert "--exclude='*_tune_*'" in json.loads((tmp_path / "pooled.json").read_text())["command"]
+    assert summary.main(["g*", f"--results_dir={tmp_path}", "--name=pooled"])[0]["training_seeds"] == [0, 1, 3]
 
 
 def test_refuses_what_cannot_be_pooled(tmp_path, capsys):
