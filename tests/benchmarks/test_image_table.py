@@ -56,6 +56,10 @@ def test_protocol_configs():
         8e-4,
         64,
     )
+    stacked_hour = table.row_config(stacked, "DCGAN-64 in one hour", 0)
+    assert (stacked_hour.data.name, stacked_hour.model.g_width, stacked_hour.model.d_width) == ("stacked_mnist", 64, 64)
+    assert (stacked_hour.num_train_steps, stacked_hour.lr_decay_start, stacked_hour.optim.g.lr) == (18_000, 9_000, 8e-4)
+    assert stacked_hour.standing_stats == 16 and stacked_hour.evals.modes.num_samples == 26_000
     packed = table.row_config(table.TABLES["stacked_mnist"], "PacDCGAN2", 0, overrides={"batch_size": 32})
     assert (packed.pack, packed.batch_size) == (2, 64)
 
@@ -71,7 +75,7 @@ def test_quick_stacked_mnist_table_resumes_and_reuses_scores(tmp_path):
         "--name=quick",
         *TINY,
     ]
-    first = table.main([*args, "--steps=2", "--seeds=1"])
+    first = table.main([*args, "--steps=2", "--seeds=1", "--rows=DCGAN,PacDCGAN2"])  # the third: a DCGAN too
     assert [r["method"] for r in first["rows"]] == ["DCGAN", "PacDCGAN2"]
     for r in first["rows"]:
         assert r["steps"] == 2 and r["protocol_steps"] == 100_000
