@@ -58,7 +58,7 @@ def test_protocol_configs():
     )
     stacked_hour = table.row_config(stacked, "DCGAN-64 in one hour", 0)
     assert (stacked_hour.data.name, stacked_hour.model.g_width, stacked_hour.model.d_width) == ("stacked_mnist", 64, 64)
-    assert (stacked_hour.num_train_steps, stacked_hour.lr_decay_start, stacked_hour.optim.g.lr) == (18_000, 9_000, 8e-4)
+    assert (stacked_hour.num_train_steps, stacked_hour.lr_decay_start, stacked_hour.optim.g.lr) == (12_000, 6_000, 8e-4)
     assert stacked_hour.standing_stats == 16 and stacked_hour.evals.modes.num_samples == 26_000
     packed = table.row_config(table.TABLES["stacked_mnist"], "PacDCGAN2", 0, overrides={"batch_size": 32})
     assert (packed.pack, packed.batch_size) == (2, 64)
