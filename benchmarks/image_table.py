@@ -11,6 +11,11 @@ picks up where the last one stopped and then writes the table.
     .venv/bin/python benchmarks/image_table.py --table=fid_mnist --seeds=3
     .venv/bin/python benchmarks/image_table.py --table=stacked_mnist --steps=2000 --name=stacked_mnist_2k
 
+`--set KEY=VALUE` changes every row's config. Sampling-only keys (`gan_jax.config.SAMPLING_KEYS`: discriminator
+rejection sampling) leave the training alone: the same command with `--set drs_percentile=10` scores the trained runs
+again under that rule, in seconds, keeping those scores beside the plain ones (`table_scores_<setting>.json`), and
+the table gives the share of G's samples kept.
+
 `--steps` shortens every run (the table then says so in its header and per row); `--num_samples` shortens the
 evaluation likewise (for tests). Writes benchmarks/results/<name>.json (per row: method, seeds, per-seed scores,
 mean and standard error of each score, steps, train and evaluation wall time), <name>.md (beside the papers' rows)
@@ -38,7 +43,7 @@ from gan_jax.env import configure_xla  # noqa: E402
 configure_xla()
 
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config, split_sampling  # noqa: E402
 from gan_jax.train.seeds import mean_sem  # noqa: E402
 
 
@@ -137,6 +142,15 @@ TABLES: dict[str, Table] = {
 SCORES_FILE = "table_scores.json"
 
 
+def scores_file(sampling: dict) -> str:
+    """The file that keeps a run's scores under the sampling setting `sampling` (see gan_jax.config.SAMPLING_KEYS):
+    each setting scores the same trained run and keeps its scores beside the others'."""
+    if not sampling:
+        return SCORES_FILE
+    setting = "_".join(f"{k}={v}" for k, v in sorted(sampling.items()))
+    return f"table_scores_{re.sub(r'[^A-Za-z0-9.=-]+', '_', setting)}.json"
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
@@ -174,20 +188,24 @@ def row_config(table: Table, row: str, seed: int, steps: int = 0, num_samples: i
 
 
 def run_one(table: Table, row: str, seed: int, workdir: str, steps: int, num_samples: int, overrides: dict) -> dict:
-    """Trains (or resumes) one run to its last step and scores it once; returns the kept scores."""
+    """Trains (or resumes) one run to its last step and scores it once; returns the kept scores.
+
+    Sampling-only overrides (rejection sampling) are left out of the training and applied to the scoring alone, so a
+    trained run is scored under them without training again."""
     from gan_jax.tools.generate import restore
     from gan_jax.train.evaluation import Evaluations
     from gan_jax.train.loop import train
 
+    training, sampling = split_sampling(overrides)
     config = row_config(table, row, seed, steps, num_samples, overrides)
-    path = os.path.join(workdir, SCORES_FILE)
+    path = os.path.join(workdir, scores_file(sampling))
     if os.path.exists(path):
         with open(path) as f:
             kept = json.load(f)
         if kept.get("config_digest") == _digest(config):
             return kept
     t0 = time.perf_counter()
-    train(config, workdir)
+    train(row_config(table, row, seed, steps, num_samples, training), workdir)
     train_s = time.perf_counter() - t0
     exp, state = restore(config, workdir)
     t0 = time.perf_counter()
@@ -203,6 +221,8 @@ def run_one(table: Table, row: str, seed: int, workdir: str, steps: int, num_sam
         "eval_s": round(time.perf_counter() - t0, 1),
         "train_s_total": _train_seconds(workdir),
     }
+    if "rejection" in result:  # rejection sampling: the share of G's samples kept, the rule's M and gamma
+        kept["rejection"] = result["rejection"]
     fileio.write_json(path, kept)
     return kept
 
@@ -234,7 +254,11 @@ def markdown(table: Table, rows: list[dict], header: str) -> str:
         one = len(r["seeds"]) == 1  # no standard error from one seed
         cells = " | ".join(f"{r[f'{s}_mean']:.4g}" + ("" if one else f" ± {r[f'{s}_sem']:.2g}") for s in table.scores)
         wall = "-" if r["wall_s_mean"] is None else f"{r['wall_s_mean'] / 60:.1f} min"
-        lines.append(f"| gan_jax {r['method']} | {cells} | {len(r['seeds'])} | {r['steps']} | {wall} |")
+        method = r["method"]
+        if "sampling" in r:
+            setting = ", ".join(f"{k}={v}" for k, v in sorted(r["sampling"].items()))
+            method += f" ({setting}; {r['acceptance_mean']:.0%} of samples kept)"
+        lines.append(f"| gan_jax {method} | {cells} | {len(r['seeds'])} | {r['steps']} | {wall} |")
     for name, values in table.paper:
         cells = " | ".join("-" if v is None else f"{v:g}" for v in values)
         lines.append(f"| paper: {name} | {cells} | | | |")
@@ -296,6 +320,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for s in table.scores:
             out[f"{s}_mean"], out[f"{s}_sem"] = mean_sem([k["scores"][s] for k in per_seed])
+        if all("rejection" in k for k in per_seed):  # the share of G's samples that rejection sampling kept
+            out["sampling"] = split_sampling(overrides)[1]
+            out["acceptance_mean"] = sum(k["rejection"]["acceptance"] for k in per_seed) / len(per_seed)
         # Wall time of one run: its training (the logged intervals, over every invocation) plus its scoring.
         walls = [k["train_s_total"] + k["eval_s"] for k in per_seed if k["train_s_total"] is not None]
         out["wall_s_mean"] = round(sum(walls) / len(walls), 1) if walls else None

@@ -16,10 +16,10 @@ PacGAN-m rows follow the paper's code: the dataset holds 100,000 *packs* of m po
 
 `--set KEY=VALUE` (repeatable) changes any config key of every row after the row's own changes, to try a recipe
 with one command; the changes are part of the row's name in the table and of its state folder. Sampling-only keys
-(SAMPLING_KEYS: discriminator rejection sampling's `drs_percentile`, `drs_burn_in`, `drs_calibrate_steps`,
-`drs_rule`) are not part of the folder: a finished row keeps its final state, so the same command with
-`--set drs_percentile=80` re-scores it in seconds instead of training it again, and the table reports the share of
-G's samples kept (and, with calibration, D's loss on the sampler before and after it).
+(`gan_jax.config.SAMPLING_KEYS`: discriminator rejection sampling's `drs_percentile`, `drs_burn_in`,
+`drs_calibrate_steps`, `drs_rule`) are not part of the folder: a finished row keeps its final state, so the same
+command with `--set drs_percentile=80` re-scores it in seconds instead of training it again, and the table reports the
+share of G's samples kept (and, with calibration, D's loss on the sampler before and after it).
 
 Writes benchmarks/results/<name>.json (per row: method, mixture, seeds, per-seed scores, mean and standard error of
 each score, wall and train time), <name>.md (the table beside the papers' rows) and <name>.png (seed 0's samples of
@@ -53,16 +53,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, no install needed
 from gan_jax import fileio  # noqa: E402
-from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config  # noqa: E402
+from gan_jax.config import ConfigError, add_set_flag, apply_overrides, load_config, split_sampling  # noqa: E402
 from gan_jax.data.mixtures import mixture_params  # noqa: E402
 from gan_jax.metrics.scores import evaluate_points  # noqa: E402
 from gan_jax.train.checkpoint import Checkpoints, model_signature  # noqa: E402
 from gan_jax.train.seeds import SeedRuns, init_seed_runs, mean_sem, train_seed_runs  # noqa: E402
 
 SCORES = ("modes", "high_quality_pct", "reverse_kl")
-# Config keys that change only how a trained row is sampled: a row's state folder leaves them out, so one training
-# serves every sampling setting (a finished row keeps its final state and is re-scored in seconds).
-SAMPLING_KEYS = ("drs_percentile", "drs_burn_in", "drs_calibrate_steps", "drs_rule")
 
 # Row -> config changes (beyond the packing, which `pack` sets up as in the paper's code).
 METHODS: dict[str, dict] = {
@@ -132,19 +129,12 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
 
 
-def split_overrides(overrides: dict | None) -> tuple[dict, dict]:
-    """(training changes, sampling changes) of `--set`'s overrides: see SAMPLING_KEYS."""
-    overrides = overrides or {}
-    train = {k: v for k, v in overrides.items() if k not in SAMPLING_KEYS}
-    return train, {k: v for k, v in overrides.items() if k in SAMPLING_KEYS}
-
-
 def row_dir(
     workdir: str, mixture: str, method: str, seeds: list[int], epochs: float, overrides: dict | None = None
 ) -> str:
     """The folder of one row's state: its training setting is in the name, so a different setting never meets its
-    state (sampling settings share it: see SAMPLING_KEYS)."""
-    slug = _slug(label(method, split_overrides(overrides)[0]))
+    state (sampling settings share it: see gan_jax.config.SAMPLING_KEYS)."""
+    slug = _slug(label(method, split_sampling(overrides)[0]))
     which = f"{len(seeds)}seeds" if seeds[0] == 0 else f"seeds{seeds[0]}-{seeds[-1]}"
     return os.path.join(workdir, f"{mixture}_{slug}_{which}_{epochs:g}ep")
 
@@ -180,7 +170,7 @@ def run_row(
     there after a checkpoint and returns None, as an interruption would (for tests)."""
     config = row_config(mixture, method, epochs, overrides)
     directory = row_dir(workdir, mixture, method, seeds, epochs, overrides)
-    sampling = split_overrides(overrides)[1]
+    sampling = split_sampling(overrides)[1]
     if eval_seed:  # another draw of the scored samples: a sampling setting too
         sampling = {**sampling, "eval_seed": eval_seed}
     suffix = "_" + _slug("_".join(f"{k}={v}" for k, v in sorted(sampling.items()))) if sampling else ""

@@ -310,6 +310,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
         raise ConfigError(f"--set: {e}") from None
 
 
+# Config keys that change only how a trained run is sampled (discriminator rejection sampling), not its training: the
+# benchmarks keep one trained state per training setting and score it under each sampling setting in seconds.
+SAMPLING_KEYS = ("drs_percentile", "drs_burn_in", "drs_calibrate_steps", "drs_rule")
+
+
+def split_sampling(overrides: dict | None) -> tuple[dict, dict]:
+    """(training changes, sampling changes) of `--set`'s {dotted key: value} overrides: see SAMPLING_KEYS."""
+    overrides = overrides or {}
+    train = {k: v for k, v in overrides.items() if k not in SAMPLING_KEYS}
+    return train, {k: v for k, v in overrides.items() if k in SAMPLING_KEYS}
+
+
 def add_set_flag(parser: argparse.ArgumentParser, help: str = "a config change (repeatable)") -> None:
     """Gives a benchmark's `parser` the repeatable `--set KEY=VALUE` flag: `dict(args.set)` is {dotted key: value}
     for `load_config` / `apply_overrides`, and a malformed item is argparse's own usage error."""

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from gan_jax.config import ConfigError, add_set_flag, apply_overrides, base_config, load_config, override
+from gan_jax.config import (
+    SAMPLING_KEYS,
+    ConfigError,
+    add_set_flag,
+    apply_overrides,
+    base_config,
+    load_config,
+    override,
+    split_sampling,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MOG = f"{ROOT / 'configs' / 'gan_mog.py'}:smoke"
@@ -69,3 +78,12 @@ def test_benchmarks_refuse_a_misspelled_key_before_any_work(script):
     assert done.returncode != 0
     assert "--set r1_gama: the config has no such key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_split_sampling_separates_what_only_changes_sampling():
+    training, sampling = split_sampling({"optim.g.lr": 8e-4, "drs_percentile": 10.0, "drs_rule": "hard"})
+    assert training == {"optim.g.lr": 8e-4}
+    assert sampling == {"drs_percentile": 10.0, "drs_rule": "hard"}
+    assert split_sampling(None) == ({}, {})
+    config = base_config()
+    assert all(key in config for key in SAMPLING_KEYS)  # every sampling key is a real config key

@@ -98,6 +98,20 @@ def test_quick_stacked_mnist_table_resumes_and_reuses_scores(tmp_path):
     assert longer["rows"][0]["per_seed"][0]["steps"] == 4
     assert json.loads((seed0 / "table_scores.json").read_text())["steps"] == 4
 
+    # A sampling-only change (rejection sampling) scores a trained run again without training it, kept in its own file
+    # beside the plain scores, and the table says what share of G's samples it kept.
+    drs = ["--set=drs_percentile=10", "--set=drs_burn_in=256"]
+    rescored = table.main([*args, "--steps=2", "--seeds=1", "--rows=DCGAN", *drs])
+    dcgan0 = tmp_path / "runs" / "stacked_mnist" / "dcgan" / "seed0"
+    assert sorted(os.listdir(dcgan0 / "checkpoints")) == ["2"]
+    row = rescored["rows"][0]
+    assert row["per_seed"][0]["steps"] == 2 and 0 < row["acceptance_mean"] <= 1
+    assert row["sampling"] == {"drs_percentile": 10, "drs_burn_in": 256}
+    assert row["per_seed"][0]["rejection"]["candidates"] >= 100
+    assert json.loads((dcgan0 / "table_scores.json").read_text()) == first["rows"][0]["per_seed"][0]
+    assert (dcgan0 / "table_scores_drs_burn_in=256_drs_percentile=10.json").exists()
+    assert "gan_jax DCGAN (drs_burn_in=256, drs_percentile=10; " in (tmp_path / "out" / "quick.md").read_text()
+
 
 def test_quick_fid_table(tmp_path):
     out = table.main(
