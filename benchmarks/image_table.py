@@ -270,6 +270,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--table", required=True, choices=sorted(TABLES))
     p.add_argument("--rows", default="", help="comma-separated rows (default: all of the table's)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first_seed",
+        type=int,
+        default=0,
+        help="run seeds first_seed .. first_seed+seeds-1 (a held-out tuning seed, or seeds added by another session)",
+    )
     p.add_argument("--steps", type=int, default=0, help="train every run this many steps (0: the protocol's)")
     p.add_argument("--num_samples", type=int, default=0, help="score this many samples (0: the protocol's)")
     add_set_flag(p)
@@ -282,8 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         if r not in table.rows:
             p.error(f"--rows: {args.table} has no row {r!r}; it has {', '.join(table.rows)}")
-    if args.seeds < 1 or args.steps < 0 or args.num_samples < 0:
-        p.error("--seeds must be >= 1, --steps and --num_samples >= 0")
+    if args.seeds < 1 or args.first_seed < 0 or args.steps < 0 or args.num_samples < 0:
+        p.error("--seeds must be >= 1, --first_seed, --steps and --num_samples >= 0")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     name = args.name or args.table
     overrides = dict(args.set)
     try:
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for row in rows:
         per_seed = []
-        for seed in range(args.seeds):
+        for seed in seeds:
             workdir = os.path.join(args.root, args.table, slug(row), f"seed{seed}")
             kept = run_one(table, row, seed, workdir, args.steps, args.num_samples, overrides)
             per_seed.append(kept)
@@ -310,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = {
             "method": row,
             "changes": table.rows[row],
-            "seeds": list(range(args.seeds)),
+            "seeds": seeds,
             "steps": config.num_train_steps,
             "batch_size": config.batch_size,
             "pack": config.pack,
@@ -327,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         walls = [k["train_s_total"] + k["eval_s"] for k in per_seed if k["train_s_total"] is not None]
         out["wall_s_mean"] = round(sum(walls) / len(walls), 1) if walls else None
         result["rows"].append(out)
-        grids = sorted(Path(args.root, args.table, slug(row), "seed0", "samples").glob("*.png"))
+        grids = sorted(Path(args.root, args.table, slug(row), f"seed{seeds[0]}", "samples").glob("*.png"))
         if grids:
             shutil.copyfile(grids[-1], os.path.join(args.out_dir, f"{name}_{slug(row)}.png"))
     result["wall_s_this_invocation"] = round(time.perf_counter() - t0, 1)
@@ -335,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
     shortened = [r for r in result["rows"] if r["steps"] != r["protocol_steps"]]
     header = (
         f"{args.table}: {table.protocol}. "
-        + ("One seed. " if args.seeds == 1 else f"Mean ± standard error over {args.seeds} seeds. ")
+        + (f"One seed ({seeds[0]}). " if args.seeds == 1 else f"Mean ± standard error over seeds {seeds}. ")
         + f"Command: `.venv/bin/python {result['command']}`."
     )
     if shortened:

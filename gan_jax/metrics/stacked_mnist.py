@@ -10,6 +10,12 @@ reports:
   distribution p of the real data (0 when every mode gets exactly 1/1000 of the samples; log(1000) ~ 6.91 when all
   samples share one mode).
 
+gan_jax adds `channel_kl`, the sum over R, G and B of the KL from each channel's digit frequencies to uniform. Since the
+uniform distribution over modes is the product of uniform digits, the KL splits exactly into `channel_kl` (digits made
+too often or too rarely, in any channel) plus the channels' dependence (the total correlation, >= 0), which tells a
+generator that favours some digits from one that pairs digits unevenly. Both parts carry sampling noise: 26,000 uniform
+draws give a KL of about 999 / 52,000 = 0.019, of which about 27 / 52,000 = 0.0005 in `channel_kl`.
+
 The classifier is gan_jax's own (`gan_jax.metrics.classifier.mnist_classifier`, trained once on the real MNIST
 training set and cached), since the papers' classifiers are not distributed; its test accuracy is reported with it.
 """
@@ -41,13 +47,19 @@ def mode_histogram_stats(labels_rgb: np.ndarray) -> dict[str, float]:
         raise ValueError(f"digit labels must lie in 0..9, got values in [{labels.min()}, {labels.max()}]")
     modes = labels.astype(np.int64) @ np.array([100, 10, 1], np.int64)
     q = np.bincount(modes, minlength=NUM_MODES) / len(modes)
-    seen = q > 0
     return {
-        "modes": int(seen.sum()),
+        "modes": int(np.count_nonzero(q)),
         "num_modes": NUM_MODES,
-        "kl_to_uniform": float(np.sum(q[seen] * np.log(q[seen] * NUM_MODES))),
+        "kl_to_uniform": _kl_to_uniform(q),
+        "channel_kl": sum(_kl_to_uniform(np.bincount(labels[:, c], minlength=10) / len(labels)) for c in range(3)),
         "num_samples": int(len(modes)),
     }
+
+
+def _kl_to_uniform(q: np.ndarray) -> float:
+    """KL(q || uniform) of a probability vector q, with 0 log 0 = 0."""
+    seen = q > 0
+    return float(np.sum(q[seen] * np.log(q[seen] * len(q))))
 
 
 def stacked_mnist_labels(images: np.ndarray, classifier: MnistClassifier | None = None) -> np.ndarray:

@@ -92,6 +92,9 @@ def test_quick_stacked_mnist_table_resumes_and_reuses_scores(tmp_path):
     assert [k["seed"] for k in again["rows"][0]["per_seed"]] == [0, 1]
     assert again["rows"][0]["per_seed"][0] == first["rows"][1]["per_seed"][0]
     assert all(1 <= k["scores"]["modes"] <= 100 for k in again["rows"][0]["per_seed"])
+    second = table.main([*args, "--steps=2", "--seeds=1", "--first_seed=1", "--rows=PacDCGAN2"])  # seed 1 alone
+    assert second["rows"][0]["seeds"] == [1] and second["rows"][0]["per_seed"] == again["rows"][0]["per_seed"][1:]
+    assert "One seed (1)." in (tmp_path / "out" / "quick.md").read_text()
     longer = table.main([*args, "--steps=4", "--seeds=1", "--rows=PacDCGAN2"])
     seed0 = tmp_path / "runs" / "stacked_mnist" / "pacdcgan2" / "seed0"
     assert sorted(os.listdir(seed0 / "checkpoints")) == ["2", "4"]

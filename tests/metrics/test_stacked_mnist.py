@@ -33,12 +33,13 @@ def test_every_mode_equally_often_gives_1000_modes_and_zero_kl() -> None:
         stats = mode_histogram_stats(np.tile(ALL_TRIPLETS, (copies, 1)))
         assert stats["modes"] == 1000 and stats["num_modes"] == 1000
         assert stats["num_samples"] == 1000 * copies
-        assert abs(stats["kl_to_uniform"]) < 1e-12
+        assert abs(stats["kl_to_uniform"]) < 1e-12 and abs(stats["channel_kl"]) < 1e-12
 
 
 def test_a_single_mode_gives_kl_log_1000() -> None:
     stats = mode_histogram_stats(np.tile([[4, 0, 7]], (500, 1)))
-    assert stats == {"modes": 1, "num_modes": 1000, "kl_to_uniform": pytest.approx(math.log(1000)), "num_samples": 500}
+    log1000 = pytest.approx(math.log(1000))
+    assert stats == {"modes": 1, "num_modes": 1000, "kl_to_uniform": log1000, "channel_kl": log1000, "num_samples": 500}
 
 
 def test_mixed_case_by_hand() -> None:
@@ -49,6 +50,13 @@ def test_mixed_case_by_hand() -> None:
     assert stats["modes"] == 3 and stats["num_samples"] == 4
     assert stats["kl_to_uniform"] == pytest.approx(expected_kl, rel=1e-12)
     assert stats["kl_to_uniform"] == pytest.approx(math.log(1000) - 1.5 * math.log(2), rel=1e-12)
+    # Digits per channel: R and B (1/2, 1/4, 1/4), G (3/4, 1/4); what the channel KLs leave is their dependence.
+    r_or_b = math.log(10) - 1.5 * math.log(2)
+    g = math.log(10) + 0.75 * math.log(0.75) + 0.25 * math.log(0.25)
+    assert stats["channel_kl"] == pytest.approx(2 * r_or_b + g, rel=1e-12)
+    dependence = 0.5 * math.log(0.5 / (0.5 * 0.75 * 0.5)) + 0.25 * math.log(0.25 / (0.25 * 0.75 * 0.25))
+    dependence += 0.25 * math.log(0.25 / 0.25**3)  # modes 123, 321 and 999 against their channels' products
+    assert stats["kl_to_uniform"] - stats["channel_kl"] == pytest.approx(dependence, rel=1e-12)
     # Half the modes, each once: KL = log(1000 / 500).
     half = mode_histogram_stats(ALL_TRIPLETS[::2])
     assert half["modes"] == 500 and half["kl_to_uniform"] == pytest.approx(math.log(2), rel=1e-12)
@@ -88,6 +96,8 @@ def test_real_stacked_images_cover_almost_every_mode(clf: MnistClassifier, stack
     # about 999 / (2 * 26000) = 0.019.
     assert truth["modes"] == 1000 and truth["kl_to_uniform"] < 0.03
     assert stats["modes"] >= 995 and stats["kl_to_uniform"] < 0.04
+    # MNIST's digits are nearly uniform (1s are 11% of them, 5s 9%): most of the real KL is the modes' sampling noise.
+    assert truth["channel_kl"] < 0.01 and stats["channel_kl"] < 0.01
     assert stats["num_samples"] == PROTOCOL_NUM_SAMPLES and stats["num_modes"] == 1000
     # uint8 images at 28x28 give the same labels as the pipeline's float 32x32 ones.
     u8 = np.round((batch["x"][:500, 2:30, 2:30] + 1) * 127.5).astype(np.uint8)
