@@ -6,6 +6,7 @@ import os
 import pytest
 
 from benchmarks import image_table as table  # the repository is on pytest's path (pyproject)
+from benchmarks import stacked_digits
 
 TINY = ["--set=model.g_width=8", "--set=model.d_width=8"]
 
@@ -115,6 +116,12 @@ def test_quick_stacked_mnist_table_resumes_and_reuses_scores(tmp_path):
     assert (dcgan0 / "table_scores_drs_burn_in=256_drs_percentile=10.json").exists()
     assert "gan_jax DCGAN (drs_burn_in=256, drs_percentile=10; " in (tmp_path / "out" / "quick.md").read_text()
 
+    # The digits behind the KL: the same samples as the table's, so the same scores.
+    digits = stacked_digits.main(["--row=DCGAN", f"--root={tmp_path / 'runs'}", "--num_samples=100", *TINY])
+    assert digits["samples_scores"] == first["rows"][0]["per_seed"][0]["scores"]
+    assert [sum(ratios) for ratios in digits["samples_ratio_rgb"]] == pytest.approx([10, 10, 10], abs=0.01)
+    assert digits["real_scores"]["num_samples"] == 100
+
 
 def test_quick_fid_table(tmp_path):
     out = table.main(
@@ -143,3 +150,9 @@ def test_unknown_row_is_refused(capsys):
     with pytest.raises(SystemExit):
         table.main(["--table=fid_mnist", "--rows=WGAN"])
     assert "fid_mnist has no row 'WGAN'" in capsys.readouterr().err
+
+
+def test_stacked_digits_refuses_an_untrained_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        stacked_digits.main(["--row=DCGAN", f"--root={tmp_path}"])
+    assert "no trained run in" in capsys.readouterr().err
