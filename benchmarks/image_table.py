@@ -155,6 +155,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
+def run_dir(root: str, table: str, row: str, seed: int) -> str:
+    """The workdir of one (row, seed) run of `table` under `root`."""
+    return os.path.join(root, table, slug(row), f"seed{seed}")
+
+
 def row_config(table: Table, row: str, seed: int, steps: int = 0, num_samples: int = 0, overrides: dict | None = None):
     """The table's config with the row's changes for `seed`; `steps` / `num_samples` > 0 shorten training / scoring.
 
@@ -309,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         per_seed = []
         for seed in seeds:
-            workdir = os.path.join(args.root, args.table, slug(row), f"seed{seed}")
+            workdir = run_dir(args.root, args.table, row, seed)
             kept = run_one(table, row, seed, workdir, args.steps, args.num_samples, overrides)
             per_seed.append(kept)
             print(json.dumps({"row": row, **{k: v for k, v in kept.items() if k != "protocol"}}), flush=True)
@@ -334,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         walls = [k["train_s_total"] + k["eval_s"] for k in per_seed if k["train_s_total"] is not None]
         out["wall_s_mean"] = round(sum(walls) / len(walls), 1) if walls else None
         result["rows"].append(out)
-        grids = sorted(Path(args.root, args.table, slug(row), f"seed{seeds[0]}", "samples").glob("*.png"))
+        grids = sorted(Path(run_dir(args.root, args.table, row, seeds[0]), "samples").glob("*.png"))
         if grids:
             shutil.copyfile(grids[-1], os.path.join(args.out_dir, f"{name}_{slug(row)}.png"))
     result["wall_s_this_invocation"] = round(time.perf_counter() - t0, 1)

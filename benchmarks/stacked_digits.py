@@ -34,7 +34,9 @@ from gan_jax.config import ConfigError, add_set_flag  # noqa: E402
 
 def digit_ratios(labels: np.ndarray) -> list[list[float]]:
     """(N, 3) digit labels -> per channel, each digit's share of N as a multiple of 1/10."""
-    return [(np.bincount(labels[:, c], minlength=10) / len(labels) * 10).round(3).tolist() for c in range(3)]
+    from gan_jax.metrics.stacked_mnist import digit_frequencies
+
+    return (digit_frequencies(labels) * 10).round(3).tolist()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = image_table.TABLES["stacked_mnist"]
     if args.row not in table.rows:
         p.error(f"--row: stacked_mnist has no row {args.row!r}; it has {', '.join(table.rows)}")
-    workdir = os.path.join(args.root, "stacked_mnist", image_table.slug(args.row), f"seed{args.seed}")
+    workdir = image_table.run_dir(args.root, "stacked_mnist", args.row, args.seed)
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         p.error(f"no trained run in {workdir}: train it with benchmarks/image_table.py first")
 

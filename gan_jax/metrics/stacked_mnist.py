@@ -51,9 +51,15 @@ def mode_histogram_stats(labels_rgb: np.ndarray) -> dict[str, float]:
         "modes": int(np.count_nonzero(q)),
         "num_modes": NUM_MODES,
         "kl_to_uniform": _kl_to_uniform(q),
-        "channel_kl": sum(_kl_to_uniform(np.bincount(labels[:, c], minlength=10) / len(labels)) for c in range(3)),
+        "channel_kl": sum(_kl_to_uniform(q_c) for q_c in digit_frequencies(labels)),
         "num_samples": int(len(modes)),
     }
+
+
+def digit_frequencies(labels_rgb: np.ndarray) -> np.ndarray:
+    """(3, 10): each channel's share of every digit among (N, 3) labels (rows R, G, B; each row sums to 1)."""
+    labels = np.asarray(labels_rgb)
+    return np.stack([np.bincount(labels[:, c], minlength=10) / len(labels) for c in range(3)])
 
 
 def _kl_to_uniform(q: np.ndarray) -> float:
